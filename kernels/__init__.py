@@ -1,0 +1,1 @@
+"""Triton kernels and the torch reference implementations they are tested against."""

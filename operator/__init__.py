@@ -1,0 +1,1 @@
+"""The Kubernetes operator: LLMService schema, pure manifest builders, status logic, kopf handlers."""

@@ -1,0 +1,1 @@
+"""The serving runtime: engine, model runner, models, sampler, HTTP server and CLI."""

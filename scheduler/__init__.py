@@ -1,0 +1,1 @@
+"""The continuous-batching scheduler (pure: no torch, no I/O)."""
