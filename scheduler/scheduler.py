@@ -1,0 +1,261 @@
+"""The continuous-batching scheduler: one rule per step under a token budget.
+
+Every request has `num_computed_tokens` catching up to `num_tokens` (prompt + output). Each
+step first gives running requests their next tokens (a decode token, or the next chunk of an
+unfinished prefill), then admits waiting requests (prefix-cache hits first, the rest chunked to
+the remaining budget), until `max_num_batched_tokens` or `max_num_seqs` is reached. When a
+running request cannot get a block, the lowest-ranked running request (by policy) is preempted
+by recompute: its blocks are freed and it is requeued at the front, to be recomputed later
+(prompt and outputs so far) when blocks are free again.
+
+Sync use, once per step: `out = schedule()`, run the model on `out`, `update(out, sampled)`.
+`schedule()` advances `num_computed_tokens` right away, so a caller may schedule step N+1 before
+step N's tokens arrive (async scheduling; see `update`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from llmservice.kvcache import KVCacheManager
+from llmservice.scheduler.config import SchedulerConfig
+from llmservice.scheduler.output import ScheduledChunk, SchedulerOutput, SchedulerStats
+from llmservice.scheduler.queue import make_waiting_queue
+from llmservice.scheduler.request import Request, RequestStatus
+
+_RUNNING = RequestStatus.RUNNING
+
+
+class Scheduler:
+    """Decides, step by step, which tokens of which requests the model computes."""
+
+    def __init__(self, config: SchedulerConfig, kv_cache: KVCacheManager) -> None:
+        capacity = kv_cache.num_usable_blocks * kv_cache.block_size
+        if capacity < config.max_model_len:
+            raise ValueError(
+                f"the KV cache holds {capacity} tokens ({kv_cache.num_usable_blocks} blocks of "
+                f"{kv_cache.block_size}), fewer than max_model_len={config.max_model_len}: "
+                "lower max_model_len or give the cache more blocks"
+            )
+        self.config = config
+        self.kv_cache = kv_cache
+        self.waiting = make_waiting_queue(config.policy)
+        """Waiting and preempted requests."""
+        self.running: list[Request] = []
+        """Requests holding blocks, in admission order."""
+        self._requests: dict[str, Request] = {}
+        self._finished_ids: list[str] = []
+        self._num_preemptions_total = 0
+
+    def add_request(self, request: Request) -> None:
+        """Queue a new request; ValueError if it can never run."""
+        rid = request.request_id
+        if not isinstance(rid, str) or not rid:
+            raise ValueError(f"request_id must be a non-empty str, got {rid!r}")
+        if rid in self._requests:
+            raise ValueError(f"request {rid!r} is already in the scheduler")
+        num_prompt = request.num_prompt_tokens
+        if num_prompt == 0:
+            raise ValueError(f"request {rid!r} has an empty prompt")
+        if num_prompt + 1 > self.config.max_model_len:
+            raise ValueError(
+                f"request {rid!r}: the prompt has {num_prompt} tokens, which leaves no room for "
+                f"an output token within max_model_len={self.config.max_model_len}"
+            )
+        if request.status is not RequestStatus.WAITING or request.num_tokens != num_prompt:
+            raise ValueError(f"request {rid!r} was already scheduled once; make a new Request")
+        self._requests[rid] = request
+        self.waiting.add(request)
+
+    def get_request(self, request_id: str) -> Request | None:
+        """The unfinished request with this id (None once it finished or was aborted)."""
+        return self._requests.get(request_id)
+
+    def has_unfinished_requests(self) -> bool:
+        return bool(self._requests)
+
+    def stats(self) -> SchedulerStats:
+        kv = self.kv_cache
+        return SchedulerStats(
+            num_running=len(self.running),
+            num_waiting=len(self.waiting),
+            kv_cache_usage=kv.usage,
+            num_preemptions_total=self._num_preemptions_total,
+            prefix_cache_queries=kv.prefix_cache_queries,
+            prefix_cache_hits=kv.prefix_cache_hits,
+        )
+
+    def schedule(self) -> SchedulerOutput:
+        """Choose this step's chunks, allocating blocks and preempting as needed.
+
+        Advances each scheduled request's `num_computed_tokens` by its chunk right away.
+        """
+        budget = self.config.max_num_batched_tokens
+        chunks: dict[str, ScheduledChunk] = {}
+        preempted: list[str] = []
+        budget = self._schedule_running(budget, chunks, preempted)
+        # NOTE: no admission in a step that preempted: blocks are short, and a preempted request
+        # must not be re-admitted (and recomputed) in the very step that evicted it.
+        if not preempted:
+            budget = self._admit_waiting(budget, chunks)
+        finished_ids = tuple(self._finished_ids)
+        self._finished_ids.clear()
+        return SchedulerOutput(
+            chunks=tuple(chunks.values()),
+            num_batched_tokens=self.config.max_num_batched_tokens - budget,
+            preempted_ids=tuple(preempted),
+            finished_ids=finished_ids,
+        )
+
+    def update(self, output: SchedulerOutput, sampled: Mapping[str, int]) -> list[Request]:
+        """Record what the model computed and sampled for `output`; return the finished requests.
+
+        Caches the newly computed full blocks, appends the sampled token of each chunk with
+        `samples` (key: request_id), and finishes requests on a stop token (once min_tokens
+        output tokens exist), on max_tokens or on max_model_len, freeing their blocks. Chunks
+        whose request finished, was aborted or was preempted since `schedule()` are skipped.
+        """
+        finished: list[Request] = []
+        kv = self.kv_cache
+        try:
+            for chunk in output.chunks:
+                request = self._requests.get(chunk.request_id)
+                if request is None or request.status is not _RUNNING:
+                    continue
+                kv.cache_computed_blocks(request, chunk.num_computed_tokens + chunk.num_new_tokens)
+                if not chunk.samples:
+                    continue
+                token = sampled.get(chunk.request_id)
+                if token is None:
+                    raise ValueError(f"no sampled token for request {chunk.request_id!r}")
+                request.append_output_token(token)
+                status = self._stop_status(request, token)
+                if status is not None:
+                    self._finish(request, status)
+                    finished.append(request)
+        finally:
+            if finished:
+                self.running = [r for r in self.running if r.status is _RUNNING]
+        return finished
+
+    def finish_requests(self, request_ids: Iterable[str], status: RequestStatus) -> list[Request]:
+        """Finish requests in any state (aborts, stop strings); unknown or finished ids are
+        ignored. Returns the requests finished by this call."""
+        if not status.is_finished:
+            raise ValueError(f"status must be a finished status, got {status}")
+        if isinstance(request_ids, str):
+            request_ids = (request_ids,)
+        finished: list[Request] = []
+        for rid in request_ids:
+            request = self._requests.get(rid)
+            if request is None:
+                continue
+            if request.status is not _RUNNING:
+                self.waiting.remove(request)
+            self._finish(request, status)
+            finished.append(request)
+        if finished:
+            self.running = [r for r in self.running if r.status is _RUNNING]
+        return finished
+
+    def _schedule_running(
+        self, budget: int, chunks: dict[str, ScheduledChunk], preempted: list[str]
+    ) -> int:
+        """Give running requests their next tokens; returns the budget left."""
+        kv = self.kv_cache
+        running = self.running
+        i = 0
+        while i < len(running) and budget > 0:
+            request = running[i]
+            num_new = min(request.num_tokens - request.num_computed_tokens, budget)
+            if num_new <= 0:
+                # Its sampled token has not arrived yet (async scheduling): nothing to compute.
+                i += 1
+                continue
+            block_ids = kv.allocate_slots(request, num_new)
+            while block_ids is None:
+                victim_index = self._victim_index()
+                victim = running.pop(victim_index)
+                budget += self._preempt(victim, chunks)
+                preempted.append(victim.request_id)
+                if victim is request:
+                    break
+                if victim_index < i:
+                    i -= 1
+                block_ids = kv.allocate_slots(request, num_new)
+            if block_ids is None:
+                continue  # it preempted itself; running[i] is now the next request
+            chunks[request.request_id] = self._chunk(request, num_new, block_ids)
+            budget -= num_new
+            i += 1
+        return budget
+
+    def _admit_waiting(self, budget: int, chunks: dict[str, ScheduledChunk]) -> int:
+        """Admit waiting requests in queue order while budget, seats and blocks allow."""
+        kv = self.kv_cache
+        while self.waiting and budget > 0 and len(self.running) < self.config.max_num_seqs:
+            request = self.waiting.peek()
+            prefix = kv.find_cached_prefix(request)
+            num_new = min(request.num_tokens - prefix.num_tokens, budget)
+            block_ids = kv.allocate_slots(request, num_new, prefix)
+            if block_ids is None:
+                break  # the head waits for blocks; nobody overtakes it
+            self.waiting.pop()
+            if request.num_preemptions == 0:
+                request.num_cached_tokens = prefix.num_tokens
+            request.num_computed_tokens = prefix.num_tokens
+            request.status = _RUNNING
+            self.running.append(request)
+            chunks[request.request_id] = self._chunk(request, num_new, block_ids)
+            budget -= num_new
+        return budget
+
+    @staticmethod
+    def _chunk(request: Request, num_new: int, block_ids: tuple[int, ...]) -> ScheduledChunk:
+        """Record the chunk and advance the request past it."""
+        start = request.num_computed_tokens
+        end = start + num_new
+        request.num_computed_tokens = end
+        return ScheduledChunk(
+            request.request_id, start, num_new, block_ids, end == request.num_tokens
+        )
+
+    def _victim_index(self) -> int:
+        """Index in `running` of the request to preempt: the lowest priority (under the
+        "priority" policy), then the latest arrival, then the latest admitted."""
+        running = self.running
+        if self.config.policy == "priority":
+            return max(
+                range(len(running)),
+                key=lambda k: (running[k].priority, running[k].arrival_time, k),
+            )
+        return max(range(len(running)), key=lambda k: (running[k].arrival_time, k))
+
+    def _preempt(self, request: Request, chunks: dict[str, ScheduledChunk]) -> int:
+        """Preempt a request already removed from `running`; returns the budget it gives back."""
+        chunk = chunks.pop(request.request_id, None)
+        self.kv_cache.free(request.request_id)
+        request.status = RequestStatus.PREEMPTED
+        request.num_computed_tokens = 0
+        request.num_preemptions += 1
+        self._num_preemptions_total += 1
+        self.waiting.requeue(request)
+        return chunk.num_new_tokens if chunk is not None else 0
+
+    def _stop_status(self, request: Request, token: int) -> RequestStatus | None:
+        """The finished status the just-appended `token` leads to, if any."""
+        limits = request.limits
+        num_output = len(request.output_token_ids)
+        if token in limits.stop_token_ids and num_output >= limits.min_tokens:
+            request.stop_reason = token
+            return RequestStatus.FINISHED_STOPPED
+        if num_output >= limits.max_tokens or request.num_tokens >= self.config.max_model_len:
+            return RequestStatus.FINISHED_LENGTH
+        return None
+
+    def _finish(self, request: Request, status: RequestStatus) -> None:
+        """Release a request (the caller takes it out of `running` or `waiting`)."""
+        request.status = status
+        self.kv_cache.free(request.request_id)
+        del self._requests[request.request_id]
+        self._finished_ids.append(request.request_id)
