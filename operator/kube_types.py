@@ -1,0 +1,84 @@
+"""Typed copies of the few core Kubernetes types an LLMService embeds.
+
+They are typed (not `x-kubernetes-preserve-unknown-fields`) so the API server rejects a
+misspelt toleration effect or selector operator when the LLMService is applied, instead of
+the operator failing later when it applies the Deployment or the NetworkPolicy.
+Node affinity is the exception: its schema is deep and rarely hand-written wrong, so it is
+passed through as-is (`schema.Scheduling.affinity`).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, StringConstraints
+
+from llmservice.operator.schema_types import CamelModel
+
+LabelKey = Annotated[str, StringConstraints(max_length=317)]
+LabelValue = Annotated[str, StringConstraints(max_length=63)]
+
+
+class LabelSelectorRequirement(CamelModel):
+    """One `matchExpressions` entry of a label selector."""
+
+    key: LabelKey = Field(description="The label key the selector applies to.")
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"] = Field(
+        description="How the key relates to the values."
+    )
+    values: list[LabelValue] | None = Field(
+        default=None,
+        max_length=64,
+        description="Values for In and NotIn; must be empty for Exists and DoesNotExist.",
+    )
+
+
+class LabelSelector(CamelModel):
+    """A Kubernetes label selector; an empty selector selects everything."""
+
+    match_labels: dict[LabelKey, LabelValue] | None = Field(
+        default=None, description="Labels that must all match exactly."
+    )
+    match_expressions: list[LabelSelectorRequirement] | None = Field(
+        default=None, max_length=32, description="Requirements that must all hold."
+    )
+
+
+class IPBlock(CamelModel):
+    """A CIDR range allowed to connect (for clients outside the cluster's pod network)."""
+
+    cidr: Annotated[str, StringConstraints(max_length=64)] = Field(
+        description="A CIDR such as 10.0.0.0/8."
+    )
+    except_: list[Annotated[str, StringConstraints(max_length=64)]] | None = Field(
+        default=None, alias="except", max_length=32, description="CIDRs excluded from cidr."
+    )
+
+
+class NetworkPolicyPeer(CamelModel):
+    """Who may connect: pods by label, namespaces by label (both: pods in those namespaces), or IPs."""
+
+    pod_selector: LabelSelector | None = Field(
+        default=None,
+        description="Pods allowed to connect; alone it means pods of the LLMService's namespace.",
+    )
+    namespace_selector: LabelSelector | None = Field(
+        default=None, description="Namespaces whose pods are allowed to connect."
+    )
+    ip_block: IPBlock | None = Field(default=None, description="IP ranges allowed to connect.")
+
+
+class Toleration(CamelModel):
+    """A Kubernetes toleration, e.g. for the taint a cloud puts on its GPU nodes."""
+
+    key: LabelKey | None = Field(default=None, description="The taint key; empty matches all.")
+    operator: Literal["Exists", "Equal"] | None = Field(
+        default=None, description="Exists or Equal (the default)."
+    )
+    value: LabelValue | None = Field(default=None, description="The taint value for Equal.")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
+        default=None, description="The taint effect to tolerate; empty matches all effects."
+    )
+    toleration_seconds: int | None = Field(
+        default=None, description="For NoExecute: how long the pod stays bound after the taint."
+    )
