@@ -146,3 +146,21 @@ def derive_status(
     if svc.generation is not None:
         status["observedGeneration"] = svc.generation
     return status
+
+
+def invalid_status(
+    message: str, generation: int | None, previous: Sequence[Obj], now: str
+) -> dict[str, Any]:
+    """The status of an LLMService whose spec cannot be parsed (nothing is applied)."""
+    conditions = [
+        _condition("Ready", False, "InvalidSpec", message),
+        _condition(
+            "Progressing", False, "InvalidSpec", "nothing is rolled out until the spec is fixed"
+        ),
+        _condition("Degraded", True, "InvalidSpec", message),
+    ]
+    _stamp(conditions, previous, now, generation)
+    status: dict[str, Any] = {"phase": "Degraded", "conditions": conditions}
+    if generation is not None:
+        status["observedGeneration"] = generation
+    return status
