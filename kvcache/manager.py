@@ -8,6 +8,7 @@ prefix lookup at admission (O(prompt blocks)) and `check_integrity()` (O(pool), 
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -50,6 +51,7 @@ class CachedPrefix:
 
 
 EMPTY_PREFIX = CachedPrefix((), (), 0)
+_NEVER = sys.maxsize  # a `next_cache_end` that no request reaches
 
 
 @dataclass(slots=True)
@@ -58,9 +60,10 @@ class _Table:
 
     blocks: list[KVCacheBlock]
     block_ids: tuple[int, ...]
+    num_slots: int  # len(blocks) * block_size
+    next_cache_end: int  # computed tokens at which the next full block can be cached
     num_cached_blocks: int = 0  # leading blocks whose content the cache holds (maybe elsewhere)
     last_serial: int = 0  # serial naming the content of block num_cached_blocks - 1
-    caching_stopped: bool = False  # a hash collision broke the verified chain
 
 
 class KVCacheManager:
@@ -163,13 +166,15 @@ class KVCacheManager:
         table = self._tables.get(request.request_id)
         if table is not None and prefix is None:
             # Hot path: a running request; most decode steps need no new block.
-            need = self._cdiv(request.num_computed_tokens + num_new_tokens) - len(table.blocks)
-            if need <= 0:
+            num_tokens = request.num_computed_tokens + num_new_tokens
+            if num_tokens <= table.num_slots:
                 return table.block_ids
+            need = self._cdiv(num_tokens) - len(table.blocks)
             if need > self._pool.num_free_blocks:
                 return None
             table.blocks.extend(self._pool.allocate(need))
             table.block_ids = tuple([b.block_id for b in table.blocks])
+            table.num_slots = len(table.blocks) * self.block_size
             return table.block_ids
         if self._num_blocks_short(request, num_new_tokens, prefix) > 0:
             return None
@@ -177,9 +182,17 @@ class KVCacheManager:
         self._pool.touch(prefix.blocks)
         need = self._cdiv(prefix.num_tokens + num_new_tokens) - len(prefix.blocks)
         blocks = [*prefix.blocks, *self._pool.allocate(need)]
-        table = _Table(blocks, tuple([b.block_id for b in blocks]), len(prefix.blocks))
-        if prefix.blocks:
-            table.last_serial = prefix.blocks[-1].serial
+        num_cached = len(prefix.blocks)
+        table = _Table(
+            blocks,
+            tuple([b.block_id for b in blocks]),
+            num_slots=len(blocks) * self.block_size,
+            next_cache_end=(num_cached + 1) * self.block_size
+            if self.enable_prefix_caching
+            else _NEVER,
+            num_cached_blocks=num_cached,
+            last_serial=prefix.blocks[-1].serial if num_cached else 0,
+        )
         self._tables[request.request_id] = table
         if self.enable_prefix_caching:
             self.prefix_cache_queries += request.num_tokens
@@ -192,12 +205,10 @@ class KVCacheManager:
         Call it once those tokens' K/V is really computed (after the model ran), never before.
         """
         table = self._tables.get(request.request_id)
-        if not self.enable_prefix_caching or table is None or table.caching_stopped:
-            return
+        if table is None or num_computed_tokens < table.next_cache_end:
+            return  # hot path: no block became full (or caching is off or stopped)
         bs = self.block_size
         num_full = min(num_computed_tokens // bs, len(table.blocks))
-        if num_full <= table.num_cached_blocks:
-            return
         hashes = self._block_hashes(request, num_full)
         tokens = request.all_token_ids
         extra_keys = request.extra_keys
@@ -210,10 +221,11 @@ class KVCacheManager:
                 table.last_serial,
             )
             if serial == 0:
-                table.caching_stopped = True
+                table.next_cache_end = _NEVER  # the verified chain is broken here
                 return
             table.last_serial = serial
             table.num_cached_blocks = i + 1
+        table.next_cache_end = (table.num_cached_blocks + 1) * bs
 
     def free(self, request_id: str) -> None:
         """Release the request's blocks (no-op if it holds none).
@@ -235,6 +247,8 @@ class KVCacheManager:
                 raise KVCacheIntegrityError(f"request {request_id!r} holds a block twice")
             if table.block_ids != tuple(b.block_id for b in table.blocks):
                 raise KVCacheIntegrityError(f"request {request_id!r} has stale block ids")
+            if table.num_slots != len(table.blocks) * self.block_size:
+                raise KVCacheIntegrityError(f"request {request_id!r} miscounts its slots")
             if table.num_cached_blocks > len(table.blocks):
                 raise KVCacheIntegrityError(f"request {request_id!r} caches missing blocks")
             for block in table.blocks:

@@ -22,6 +22,35 @@ class ScheduledChunk:
     """True when the chunk reaches the end of the known tokens: sample one token for it."""
 
 
+# NOTE: the generated __init__ of a frozen dataclass sets each field through a looked-up
+# `object.__setattr__` (about 0.8 µs for five fields here); a step creates one chunk per running
+# request, so the scheduler's hot loop builds chunks with the slot descriptors directly (about
+# 0.3 µs). The result is an ordinary, equal and still frozen ScheduledChunk.
+_new_object = object.__new__
+_set_request_id = vars(ScheduledChunk)["request_id"].__set__
+_set_num_computed = vars(ScheduledChunk)["num_computed_tokens"].__set__
+_set_num_new = vars(ScheduledChunk)["num_new_tokens"].__set__
+_set_block_ids = vars(ScheduledChunk)["block_ids"].__set__
+_set_samples = vars(ScheduledChunk)["samples"].__set__
+
+
+def new_chunk(
+    request_id: str,
+    num_computed_tokens: int,
+    num_new_tokens: int,
+    block_ids: tuple[int, ...],
+    samples: bool,
+) -> ScheduledChunk:
+    """`ScheduledChunk(...)` without the frozen-dataclass construction overhead."""
+    chunk: ScheduledChunk = _new_object(ScheduledChunk)
+    _set_request_id(chunk, request_id)
+    _set_num_computed(chunk, num_computed_tokens)
+    _set_num_new(chunk, num_new_tokens)
+    _set_block_ids(chunk, block_ids)
+    _set_samples(chunk, samples)
+    return chunk
+
+
 @dataclass(frozen=True, slots=True)
 class SchedulerOutput:
     """One step: the chunks to run and the requests whose per-request state can be dropped."""

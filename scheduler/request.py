@@ -82,6 +82,7 @@ class Request:
         "num_cached_tokens",
         "num_computed_tokens",
         "num_preemptions",
+        "num_tokens",
         "output_token_ids",
         "priority",
         "prompt_token_ids",
@@ -111,6 +112,9 @@ class Request:
         """Hashable keys mixed into block hashes (e.g. a LoRA id): no K/V sharing across them."""
         self.output_token_ids: list[int] = []
         self._all_token_ids = list(self.prompt_token_ids)
+        self.num_tokens = len(self._all_token_ids)
+        """Prompt plus output tokens known so far (kept as a plain attribute: the hot loops
+        read it for every request in every step)."""
         self.num_computed_tokens = 0
         self.num_cached_tokens = 0
         """Prompt tokens served from the prefix cache at (first) admission."""
@@ -137,11 +141,6 @@ class Request:
         return len(self.output_token_ids)
 
     @property
-    def num_tokens(self) -> int:
-        """Prompt plus output tokens known so far."""
-        return len(self._all_token_ids)
-
-    @property
     def all_token_ids(self) -> Sequence[int]:
         """Prompt plus output tokens (a view: do not modify; use `append_output_token`)."""
         return self._all_token_ids
@@ -154,3 +153,4 @@ class Request:
         """Record one sampled token."""
         self.output_token_ids.append(token_id)
         self._all_token_ids.append(token_id)
+        self.num_tokens += 1

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping
 
 from llmservice.kvcache import KVCacheManager
 from llmservice.scheduler.config import SchedulerConfig
-from llmservice.scheduler.output import ScheduledChunk, SchedulerOutput, SchedulerStats
+from llmservice.scheduler.output import ScheduledChunk, SchedulerOutput, SchedulerStats, new_chunk
 from llmservice.scheduler.queue import make_waiting_queue
 from llmservice.scheduler.request import Request, RequestStatus
 
@@ -117,9 +117,11 @@ class Scheduler:
         """
         finished: list[Request] = []
         kv = self.kv_cache
+        requests = self._requests
+        max_model_len = self.config.max_model_len
         try:
             for chunk in output.chunks:
-                request = self._requests.get(chunk.request_id)
+                request = requests.get(chunk.request_id)
                 if request is None or request.status is not _RUNNING:
                     continue
                 kv.cache_computed_blocks(request, chunk.num_computed_tokens + chunk.num_new_tokens)
@@ -129,10 +131,17 @@ class Scheduler:
                 if token is None:
                     raise ValueError(f"no sampled token for request {chunk.request_id!r}")
                 request.append_output_token(token)
-                status = self._stop_status(request, token)
-                if status is not None:
-                    self._finish(request, status)
-                    finished.append(request)
+                limits = request.limits
+                # Cheap test first: most tokens of most requests finish nothing.
+                if (
+                    token in limits.stop_token_ids
+                    or len(request.output_token_ids) >= limits.max_tokens
+                    or request.num_tokens >= max_model_len
+                ):
+                    status = self._stop_status(request, token)
+                    if status is not None:
+                        self._finish(request, status)
+                        finished.append(request)
         finally:
             if finished:
                 self.running = [r for r in self.running if r.status is _RUNNING]
@@ -167,8 +176,10 @@ class Scheduler:
         i = 0
         while i < len(running) and budget > 0:
             request = running[i]
-            num_new = min(request.num_tokens - request.num_computed_tokens, budget)
-            if num_new <= 0:
+            num_new = request.num_tokens - request.num_computed_tokens
+            if num_new > budget:
+                num_new = budget
+            elif num_new <= 0:
                 # Its sampled token has not arrived yet (async scheduling): nothing to compute.
                 i += 1
                 continue
@@ -216,9 +227,7 @@ class Scheduler:
         start = request.num_computed_tokens
         end = start + num_new
         request.num_computed_tokens = end
-        return ScheduledChunk(
-            request.request_id, start, num_new, block_ids, end == request.num_tokens
-        )
+        return new_chunk(request.request_id, start, num_new, block_ids, end == request.num_tokens)
 
     def _victim_index(self) -> int:
         """Index in `running` of the request to preempt: the lowest priority (under the
