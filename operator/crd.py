@@ -129,6 +129,8 @@ def build_crd() -> dict[str, Any]:
         "metadata": {
             "name": f"{PLURAL}.{GROUP}",
             "labels": {"app.kubernetes.io/name": "llmservice"},
+            # Uninstalling the Helm chart must not delete every LLMService with the CRD.
+            "annotations": {"helm.sh/resource-policy": "keep"},
         },
         "spec": {
             "group": GROUP,
