@@ -84,3 +84,55 @@ def helm() -> str:
     if path is None:
         pytest.skip("helm not found: set LLMSERVICE_HELM or build the e2e harness's binaries once")
     return path
+
+
+def _openapi_dir() -> Path | None:
+    """api/openapi-spec/v3 of the k8s.io/kubernetes module in Go's module cache, if present.
+
+    The e2e harness downloads that module (it builds the control plane from it); without it the
+    schema tests skip.
+    """
+    roots = [os.environ.get("GOMODCACHE", ""), os.path.expanduser("~/go/pkg/mod")]
+    for root in filter(None, roots):
+        found = sorted(
+            glob.glob(os.path.join(root, "k8s.io", "kubernetes@v1.*", "api", "openapi-spec", "v3"))
+        )
+        if found:
+            return Path(found[-1])
+    return None
+
+
+@pytest.fixture(scope="session")
+def k8s_validate() -> Callable[[dict[str, Any]], list[str]]:
+    """validate(manifest) -> errors against the Kubernetes OpenAPI schema of its kind.
+
+    Strict like kubeconform's strict mode: an unknown field is an error too.
+    """
+    import json
+
+    jsonschema = pytest.importorskip("jsonschema")
+    spec_dir = _openapi_dir()
+    if spec_dir is None:
+        pytest.skip("no k8s.io/kubernetes module in Go's module cache (the e2e harness fetches it)")
+    schemas: dict[str, Any] = {}
+    for path in spec_dir.glob("*.json"):
+        schemas.update(json.loads(path.read_text()).get("components", {}).get("schemas", {}))
+    by_kind: dict[tuple[str, str], str] = {}
+    for name, schema in schemas.items():
+        for gvk in schema.get("x-kubernetes-group-version-kind", []):
+            api_version = f"{gvk['group']}/{gvk['version']}" if gvk["group"] else gvk["version"]
+            by_kind.setdefault((api_version, gvk["kind"]), name)
+    for schema in schemas.values():
+        if "properties" in schema and "additionalProperties" not in schema:
+            schema["additionalProperties"] = False
+    document = {"components": {"schemas": schemas}}
+
+    def validate(manifest: dict[str, Any]) -> list[str]:
+        name = by_kind.get((manifest["apiVersion"], manifest["kind"]))
+        if name is None:
+            return [f"unknown kind {manifest['apiVersion']} {manifest['kind']}"]
+        root = {**document, "allOf": [{"$ref": f"#/components/schemas/{name}"}]}
+        errors = jsonschema.Draft4Validator(root).iter_errors(manifest)
+        return [f"{'.'.join(map(str, e.absolute_path))}: {e.message}" for e in errors]
+
+    return validate
