@@ -15,7 +15,10 @@ from collections.abc import Sequence
 from llmservice import __version__
 
 # Modules that each add one subcommand (`register(subparsers) -> None`).
-_COMMAND_MODULES: tuple[str, ...] = ("llmservice.operator.cli",)
+_COMMAND_MODULES: tuple[str, ...] = (
+    "llmservice.runtime.bench.command",
+    "llmservice.operator.cli",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
