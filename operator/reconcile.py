@@ -123,7 +123,8 @@ class Reconciler:
             await self._refresh(svc, body, None)
 
     async def _get_llmservice(self, namespace: str, name: str) -> Obj | None:
-        return await self._call(self._client.get(API_VERSION, PLURAL, namespace, name))
+        body: Obj | None = await self._call(self._client.get(API_VERSION, PLURAL, namespace, name))
+        return body
 
     async def _apply(self, svc: LLMService) -> str | None:
         """Apply the desired objects; return the API server's refusal, if any."""

@@ -111,7 +111,7 @@ def _volumes(svc: LLMService) -> tuple[list[dict[str, Any]], list[dict[str, Any]
         {"name": "tmp", "emptyDir": {}},
         {"name": "model-cache", **_cache_volume(svc)},
     ]
-    mounts = [
+    mounts: list[dict[str, Any]] = [
         {"name": "shm", "mountPath": "/dev/shm"},
         {"name": "tmp", "mountPath": "/tmp"},
         {"name": "model-cache", "mountPath": CACHE_DIR},

@@ -58,7 +58,7 @@ def test_render_reads_stdin_and_uses_the_given_default_image() -> None:
         "render", "-f", "-", "--default-image", "reg/rt:7", "-n", "ns1", stdin=manifest
     )
     assert result.returncode == 0, result.stderr
-    deployment = [d for d in yaml.safe_load_all(result.stdout) if d["kind"] == "Deployment"][0]
+    deployment = next(d for d in yaml.safe_load_all(result.stdout) if d["kind"] == "Deployment")
     assert deployment["metadata"]["namespace"] == "ns1"
     assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == "reg/rt:7"
     assert "ownerReferences" not in deployment["metadata"], "no uid before the CR is applied"

@@ -102,7 +102,7 @@ def test_a_model_source_in_an_unknown_form_is_rejected(body: dict[str, Any], sou
 @pytest.mark.parametrize("name", ["Demo", "9lives", "a" * 64, "has.dot"])
 def test_the_name_must_be_a_dns_1035_label(body: dict[str, Any], name: str) -> None:
     body["metadata"]["name"] = name
-    with pytest.raises(InvalidLLMService, match="metadata.name must be a DNS-1035 label"):
+    with pytest.raises(InvalidLLMService, match=r"metadata\.name must be a DNS-1035 label"):
         parse_llmservice(body)
 
 
