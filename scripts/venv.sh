@@ -15,10 +15,14 @@ key=$( { "$python" --version; cat "$root/requirements/lock.txt"; } \
   | sha256sum | cut -c1-16)
 cache=${LLMSERVICE_CACHE:-$HOME/.cache/llmservice}
 venv=$cache/venv/$key
+mkdir -p "$cache/venv"
+# Concurrent callers (parallel make jobs, several shells) wait for one builder instead of
+# deleting each other's half-built environment.
+exec 9>"$venv.lock"
+flock 9
 if [ ! -f "$venv/.complete" ]; then
   echo "creating the virtual environment $venv (first run: downloads torch, a few minutes)" >&2
   rm -rf "$venv"
-  mkdir -p "$cache/venv"
   "$python" -m venv "$venv"
   "$venv/bin/pip" install -q --disable-pip-version-check --upgrade "pip==26.3" >&2
   "$venv/bin/pip" install -q --disable-pip-version-check -c "$root/requirements/lock.txt" \
