@@ -1,0 +1,203 @@
+"""`EngineCore`: the token-level engine loop (scheduler + model runner + sampler).
+
+`step()` is one schedule -> execute -> update. The core knows tokens only: text, stop strings
+and n > 1 fan-in live in the `OutputProcessor`. `LLM` runs a core in-process; the HTTP server
+runs the same core in its own process, so its requests and outputs are plain picklable
+dataclasses.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from llmservice.kvcache import KVCacheManager
+from llmservice.runtime.config import EngineConfig
+from llmservice.runtime.model_config import ModelConfig
+from llmservice.runtime.model_runner import ModelRunner, RunnerOutput
+from llmservice.runtime.outputs import TokenLogprobs
+from llmservice.runtime.sampling_params import SamplingParams
+from llmservice.scheduler import (
+    Request,
+    RequestLimits,
+    RequestStatus,
+    Scheduler,
+    SchedulerStats,
+)
+
+
+@dataclass(slots=True)
+class EngineCoreRequest:
+    """One sequence to generate (an n > 1 request is n of these, ids "<id>-<i>")."""
+
+    request_id: str
+    """Unique among unfinished requests."""
+    prompt_token_ids: list[int]
+    """The prompt, tokenized."""
+    sampling_params: SamplingParams
+    """How to decode (n is ignored here: the front end fans out)."""
+    priority: int = 0
+    """Lower is served first under the "priority" policy."""
+    arrival_time: float = field(default_factory=time.monotonic)
+    """time.monotonic() when the request arrived (FCFS order)."""
+
+
+@dataclass(slots=True)
+class EngineCoreOutput:
+    """What one step produced for one request."""
+
+    request_id: str
+    """The core request id."""
+    new_token_ids: list[int]
+    """Tokens generated in this step."""
+    new_logprobs: list[TokenLogprobs] | None = None
+    """One per new token when the request asked for logprobs."""
+    finish_reason: str | None = None
+    """"stop", "length" or "abort" once the request is over."""
+    stop_reason: int | str | None = None
+    """The stop token id that ended it (None for EOS and length)."""
+    num_cached_tokens: int = 0
+    """Prompt tokens served from the prefix cache."""
+
+    @property
+    def finished(self) -> bool:
+        """Whether the request is over."""
+        return self.finish_reason is not None
+
+
+@dataclass(frozen=True, slots=True)
+class EngineStats:
+    """A snapshot for metrics."""
+
+    scheduler: SchedulerStats
+    """Queue lengths, KV usage, preemptions, prefix-cache counters."""
+    prompt_tokens_total: int
+    """Prompt tokens of requests that produced their first token, since start."""
+    generation_tokens_total: int
+    """Generated tokens since start."""
+
+
+class EngineCore:
+    """Owns the scheduler and the model runner; every method is called from one thread."""
+
+    def __init__(self, config: EngineConfig) -> None:
+        self.config = config
+        self.model_runner = ModelRunner(config)
+        kv_cache = KVCacheManager(
+            self.model_runner.num_blocks,
+            config.cache.block_size,
+            config.cache.enable_prefix_caching,
+        )
+        self.scheduler = Scheduler(config.scheduler, kv_cache)
+        self._params: dict[str, SamplingParams] = {}
+        self._prompt_tokens_total = 0
+        self._generation_tokens_total = 0
+
+    @property
+    def model_config(self) -> ModelConfig:
+        """The served model's configuration (vocab size, EOS ids, max_model_len...)."""
+        return self.config.model
+
+    @property
+    def max_model_len(self) -> int:
+        """Prompt plus output tokens of one request at most."""
+        return self.config.model.max_model_len
+
+    def add_request(self, request: EngineCoreRequest) -> None:
+        """Queue a request; ValueError (naming the problem) if it can never run."""
+        prompt = request.prompt_token_ids
+        vocab = self.config.model.vocab_size
+        if not isinstance(prompt, list) or not all(
+            isinstance(t, int) and not isinstance(t, bool) and 0 <= t < vocab for t in prompt
+        ):
+            raise ValueError(
+                f"request {request.request_id!r}: prompt_token_ids must be a list of token ids "
+                f"in [0, {vocab})"
+            )
+        if len(prompt) >= self.max_model_len:
+            raise ValueError(
+                f"request {request.request_id!r}: the prompt has {len(prompt)} tokens, more "
+                f"than max_model_len={self.max_model_len} allows (it must leave room for one "
+                "output token)"
+            )
+        params = request.sampling_params
+        room = max(self.max_model_len - len(prompt), 1)
+        max_tokens = room if params.max_tokens is None else min(params.max_tokens, room)
+        stop_ids = set(params.stop_token_id_set)
+        if not params.ignore_eos:
+            stop_ids.update(self.config.model.eos_token_ids)
+        limits = RequestLimits(
+            max_tokens=max_tokens,
+            min_tokens=min(params.min_tokens, max_tokens),
+            stop_token_ids=frozenset(stop_ids),
+        )
+        self.scheduler.add_request(
+            Request(
+                request.request_id,
+                prompt,
+                limits,
+                priority=request.priority,
+                arrival_time=request.arrival_time,
+            )
+        )
+        self.model_runner.add_request(request.request_id, params)
+        self._params[request.request_id] = params
+
+    def abort_requests(self, request_ids: Iterable[str]) -> None:
+        """Stop requests and free their KV blocks; unknown or finished ids are ignored."""
+        for request in self.scheduler.finish_requests(request_ids, RequestStatus.FINISHED_ABORTED):
+            self._params.pop(request.request_id, None)
+
+    def has_unfinished_requests(self) -> bool:
+        """Whether any request is waiting or running."""
+        return self.scheduler.has_unfinished_requests()
+
+    def step(self) -> list[EngineCoreOutput]:
+        """One schedule -> execute -> update; the outputs of requests that got a token."""
+        if not self.scheduler.has_unfinished_requests():
+            return []
+        scheduled = self.scheduler.schedule()
+        result = self.model_runner.execute(scheduled, self.scheduler.get_request)
+        finished = self.scheduler.update(scheduled, result.sampled_token_ids)
+        return self._make_outputs(result, finished)
+
+    def stats(self) -> EngineStats:
+        """Scheduler statistics plus token totals."""
+        return EngineStats(
+            scheduler=self.scheduler.stats(),
+            prompt_tokens_total=self._prompt_tokens_total,
+            generation_tokens_total=self._generation_tokens_total,
+        )
+
+    def _make_outputs(
+        self, result: RunnerOutput, finished: list[Request]
+    ) -> list[EngineCoreOutput]:
+        finished_by_id = {request.request_id: request for request in finished}
+        outputs: list[EngineCoreOutput] = []
+        for request_id, token in result.sampled_token_ids.items():
+            request = self.scheduler.get_request(request_id) or finished_by_id[request_id]
+            if request.num_output_tokens == 1:
+                self._prompt_tokens_total += request.num_prompt_tokens
+            self._generation_tokens_total += 1
+            logprobs = result.logprobs.get(request_id)
+            outputs.append(
+                EngineCoreOutput(
+                    request_id=request_id,
+                    new_token_ids=[token],
+                    new_logprobs=None if logprobs is None else [logprobs],
+                    finish_reason=request.status.finish_reason,
+                    stop_reason=self._stop_reason(request),
+                    num_cached_tokens=request.num_cached_tokens,
+                )
+            )
+        for request in finished:
+            self._params.pop(request.request_id, None)
+        return outputs
+
+    def _stop_reason(self, request: Request) -> int | None:
+        """The user's stop token that finished the request; None for EOS (as vLLM)."""
+        if request.stop_reason is None:
+            return None
+        user_stop_ids = self._params[request.request_id].stop_token_id_set
+        return request.stop_reason if request.stop_reason in user_stop_ids else None

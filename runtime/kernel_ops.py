@@ -1,0 +1,70 @@
+"""`KernelOps`: the set of kernels the model calls, chosen once at start-up.
+
+Every implementation has the signatures of `llmservice.kernels.reference` (INTERFACES.md
+section 3). "reference" (pure torch) runs on the CPU and the GPU; a Triton set registers itself
+here under another name and the runner picks it on CUDA. The model never imports a kernel
+module itself, so swapping the attention path changes no model code.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True, slots=True)
+class KernelOps:
+    """One implementation of every kernel the decoder needs."""
+
+    name: str
+    """Registry name ("reference", ...)."""
+    write_kv_cache: Callable[[Tensor, Tensor, Tensor, Tensor, Tensor], None]
+    """(key, value, k_cache, v_cache, slot_mapping) -> None."""
+    paged_attention: Callable[[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, float], Tensor]
+    """(query, k_cache, v_cache, block_tables, seq_lens, query_start_loc, scale) -> out."""
+    rms_norm: Callable[[Tensor, Tensor, float], Tensor]
+    """(x, weight, eps) -> normalised x."""
+    fused_add_rms_norm: Callable[[Tensor, Tensor, Tensor, float], tuple[Tensor, Tensor]]
+    """(x, residual, weight, eps) -> (rms_norm(x + residual), x + residual)."""
+    rotary_embedding: Callable[[Tensor, Tensor, Tensor, Tensor], tuple[Tensor, Tensor]]
+    """(positions, query, key, cos_sin_cache) -> (query, key) rotated."""
+    silu_and_mul: Callable[[Tensor], Tensor]
+    """(x: (..., 2d)) -> silu(x[..., :d]) * x[..., d:]."""
+
+
+def _from_module(name: str, module_name: str) -> KernelOps:
+    module = importlib.import_module(module_name)
+    return KernelOps(
+        name=name,
+        write_kv_cache=module.write_kv_cache,
+        paged_attention=module.paged_attention,
+        rms_norm=module.rms_norm,
+        fused_add_rms_norm=module.fused_add_rms_norm,
+        rotary_embedding=module.rotary_embedding,
+        silu_and_mul=module.silu_and_mul,
+    )
+
+
+# name -> factory; factories import lazily so an unused backend costs nothing at start-up.
+KERNEL_OPS: dict[str, Callable[[], KernelOps]] = {
+    "reference": lambda: _from_module("reference", "llmservice.kernels.reference"),
+}
+
+
+def register_kernel_ops(name: str, factory: Callable[[], KernelOps]) -> None:
+    """Make another kernel set selectable by name (e.g. the Triton kernels on CUDA)."""
+    KERNEL_OPS[name] = factory
+
+
+def get_kernel_ops(name: str | None, device: torch.device) -> KernelOps:
+    """The kernel set `name`, or the default for `device` when name is None."""
+    # NOTE: the Triton path plugs in here (issue 5); until then every device uses the reference.
+    chosen = name or "reference"
+    factory = KERNEL_OPS.get(chosen)
+    if factory is None:
+        raise ValueError(f"unknown kernel set {chosen!r}; known: {', '.join(sorted(KERNEL_OPS))}")
+    return factory()

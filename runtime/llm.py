@@ -1,0 +1,178 @@
+"""`LLM`: offline generation in-process, shaped like vLLM's `LLM` (DESIGN.md section 2).
+
+An `EngineCore` (tokens) and an `OutputProcessor` (text) in one process: `generate` adds the
+prompts, steps the core until every request finished, and returns the outputs in prompt order.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from typing import Any
+
+from llmservice.runtime.engine_args import EngineArgs
+from llmservice.runtime.engine_core import EngineCore
+from llmservice.runtime.output_processor import OutputProcessor
+from llmservice.runtime.outputs import RequestOutput
+from llmservice.runtime.sampling_params import SamplingParams
+from llmservice.runtime.tokenizer import Tokenizer
+
+# A prompt: text, {"prompt": text}, or {"prompt_token_ids": [...]} (optionally with "prompt").
+PromptType = str | dict[str, Any]
+Conversation = Sequence[dict[str, Any]]
+
+
+class LLM:
+    """Loads a model and generates from batches of prompts (continuous batching inside)."""
+
+    def __init__(
+        self,
+        model: str,
+        load_format: str = "auto",
+        dtype: str = "auto",
+        device: str = "auto",
+        max_model_len: int | None = None,
+        gpu_memory_utilization: float = 0.9,
+        max_num_seqs: int | None = None,
+        max_num_batched_tokens: int | None = None,
+        enable_prefix_caching: bool = True,
+        tensor_parallel_size: int = 1,
+        seed: int = 0,
+        *,
+        scheduling_policy: str = "fcfs",
+        num_kv_blocks: int | None = None,
+    ) -> None:
+        """Arguments as vLLM's `LLM`; None = chosen for the device. `num_kv_blocks` fixes the
+        KV pool size (tests force preemption with tiny pools)."""
+        self.engine_args = EngineArgs(
+            model=model,
+            load_format=load_format,
+            dtype=dtype,
+            device=device,
+            max_model_len=max_model_len,
+            gpu_memory_utilization=gpu_memory_utilization,
+            max_num_seqs=max_num_seqs,
+            max_num_batched_tokens=max_num_batched_tokens,
+            enable_prefix_caching=enable_prefix_caching,
+            tensor_parallel_size=tensor_parallel_size,
+            seed=seed,
+            scheduling_policy=scheduling_policy,
+            num_kv_blocks=num_kv_blocks,
+        )
+        config = self.engine_args.create_engine_config()
+        self.engine_core = EngineCore(config)
+        self.tokenizer = Tokenizer.from_folder(config.model.path)
+        self.output_processor = OutputProcessor(self.tokenizer)
+        self._request_counter = itertools.count()
+
+    def get_tokenizer(self) -> Tokenizer | None:
+        """The model's tokenizer (None when the folder has none)."""
+        return self.tokenizer
+
+    def generate(
+        self,
+        prompts: PromptType | Sequence[PromptType],
+        sampling_params: SamplingParams | Sequence[SamplingParams] | None = None,
+        priority: Sequence[int] | None = None,
+    ) -> list[RequestOutput]:
+        """Generate for every prompt; outputs in prompt order. ValueError on bad input (then
+        nothing of this call stays queued)."""
+        prompt_list = [prompts] if isinstance(prompts, str | dict) else list(prompts)
+        params_list = _broadcast(sampling_params, len(prompt_list))
+        if priority is not None and len(priority) != len(prompt_list):
+            raise ValueError(f"priority has {len(priority)} entries for {len(prompt_list)} prompts")
+        request_ids = []
+        try:
+            for i, (prompt, params) in enumerate(zip(prompt_list, params_list, strict=True)):
+                text, token_ids = self._parse_prompt(prompt)
+                request_ids.append(
+                    self._add_request(text, token_ids, params, priority[i] if priority else 0)
+                )
+        except Exception:
+            for request_id in request_ids:
+                self.engine_core.abort_requests(self.output_processor.abort_request(request_id))
+            raise
+        return self._run(request_ids)
+
+    def chat(
+        self,
+        messages: Conversation | Sequence[Conversation],
+        sampling_params: SamplingParams | Sequence[SamplingParams] | None = None,
+        chat_template: str | None = None,
+        add_generation_prompt: bool = True,
+        chat_template_kwargs: dict[str, Any] | None = None,
+    ) -> list[RequestOutput]:
+        """Generate replies to one conversation or a list of them (the model's chat template)."""
+        tokenizer = self._require_tokenizer()
+        is_one = bool(messages) and isinstance(messages[0], dict)
+        conversations = [messages] if is_one else list(messages)
+        prompts: list[PromptType] = []
+        for conversation in conversations:
+            text = tokenizer.apply_chat_template(
+                conversation,  # type: ignore[arg-type]
+                add_generation_prompt=add_generation_prompt,
+                chat_template=chat_template,
+                **(chat_template_kwargs or {}),
+            )
+            # The template writes BOS and the other special tokens itself.
+            ids = tokenizer.encode(text, add_special_tokens=False)
+            prompts.append({"prompt": text, "prompt_token_ids": ids})
+        return self.generate(prompts, sampling_params)
+
+    def _add_request(
+        self, text: str | None, token_ids: list[int], params: SamplingParams, priority: int
+    ) -> str:
+        request_id = str(next(self._request_counter))
+        core_requests = self.output_processor.add_request(
+            request_id, text, token_ids, params, priority
+        )
+        try:
+            for core_request in core_requests:
+                self.engine_core.add_request(core_request)
+        except Exception:
+            self.engine_core.abort_requests(self.output_processor.abort_request(request_id))
+            raise
+        return request_id
+
+    def _run(self, request_ids: list[str]) -> list[RequestOutput]:
+        outputs: dict[str, RequestOutput] = {}
+        while len(outputs) < len(request_ids):
+            if not self.engine_core.has_unfinished_requests():
+                raise RuntimeError("the engine went idle with requests still unfinished")
+            processed = self.output_processor.process_outputs(self.engine_core.step())
+            self.engine_core.abort_requests(processed.abort_ids)
+            for output in processed.finished:
+                outputs[output.request_id] = output
+        return [outputs[request_id] for request_id in request_ids]
+
+    def _parse_prompt(self, prompt: PromptType) -> tuple[str | None, list[int]]:
+        if isinstance(prompt, str):
+            return prompt, self._require_tokenizer().encode(prompt)
+        if not isinstance(prompt, dict):
+            raise ValueError(f"a prompt must be a str or a dict, got {type(prompt).__name__}")
+        text = prompt.get("prompt")
+        token_ids = prompt.get("prompt_token_ids")
+        if token_ids is not None:
+            return text, list(token_ids)
+        if isinstance(text, str):
+            return text, self._require_tokenizer().encode(text)
+        raise ValueError("a prompt dict needs 'prompt_token_ids' or a 'prompt' string")
+
+    def _require_tokenizer(self) -> Tokenizer:
+        if self.tokenizer is None:
+            raise ValueError(
+                "this model folder has no tokenizer: give prompts as {'prompt_token_ids': [...]}"
+            )
+        return self.tokenizer
+
+
+def _broadcast(
+    params: SamplingParams | Sequence[SamplingParams] | None, count: int
+) -> list[SamplingParams]:
+    if params is None:
+        return [SamplingParams()] * count
+    if isinstance(params, SamplingParams):
+        return [params] * count
+    if len(params) != count:
+        raise ValueError(f"got {len(params)} sampling_params for {count} prompts")
+    return list(params)

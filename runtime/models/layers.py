@@ -1,0 +1,132 @@
+"""The building blocks of a decoder layer: linear, RMSNorm, attention over the paged cache, MLP.
+
+Parameters are created with `torch.empty` (no initialisation pass: the loader or the dummy
+initialiser fills them), in the model's dtype, on the target device. Q/K/V and gate/up are
+packed into one matrix each (one GEMM instead of three or two); the loader writes each HF tensor
+into its row range (`packed_shards`).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from llmservice.runtime.attention_metadata import AttentionMetadata
+from llmservice.runtime.kernel_ops import KernelOps
+from llmservice.runtime.model_config import ModelConfig
+
+
+class Linear(nn.Module):
+    """y = x W^T (+ b), with uninitialised parameters."""
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool,
+        dtype: torch.dtype,
+        device: torch.device,
+    ) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(
+            torch.empty(out_features, in_features, dtype=dtype, device=device), requires_grad=False
+        )
+        self.bias = (
+            nn.Parameter(torch.empty(out_features, dtype=dtype, device=device), requires_grad=False)
+            if bias
+            else None
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight, self.bias)
+
+
+class RMSNorm(nn.Module):
+    """RMSNorm with a learned scale; with `residual`, adds it first and returns the new residual."""
+
+    def __init__(
+        self, size: int, eps: float, ops: KernelOps, dtype: torch.dtype, device: torch.device
+    ) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(
+            torch.empty(size, dtype=dtype, device=device), requires_grad=False
+        )
+        self.eps = eps
+        self.ops = ops
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.ops.rms_norm(x, self.weight, self.eps)
+
+    def add_and_norm(
+        self, x: torch.Tensor, residual: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(rms_norm(x + residual), x + residual)."""
+        return self.ops.fused_add_rms_norm(x, residual, self.weight, self.eps)
+
+
+class Attention(nn.Module):
+    """Grouped-query self-attention with RoPE whose K/V live in a paged cache."""
+
+    def __init__(self, config: ModelConfig, ops: KernelOps, device: torch.device) -> None:
+        super().__init__()
+        dtype = config.dtype
+        self.num_heads = config.num_heads
+        self.num_kv_heads = config.num_kv_heads
+        self.head_dim = config.head_dim
+        self.q_size = config.num_heads * config.head_dim
+        self.kv_size = config.num_kv_heads * config.head_dim
+        self.scale = config.head_dim**-0.5
+        self.ops = ops
+        hidden = config.hidden_size
+        self.qkv_proj = Linear(
+            hidden, self.q_size + 2 * self.kv_size, config.qkv_bias, dtype, device
+        )
+        self.o_proj = Linear(self.q_size, hidden, config.o_bias, dtype, device)
+        self.q_norm: RMSNorm | None = None
+        self.k_norm: RMSNorm | None = None
+        if config.qk_norm:
+            self.q_norm = RMSNorm(config.head_dim, config.rms_norm_eps, ops, dtype, device)
+            self.k_norm = RMSNorm(config.head_dim, config.rms_norm_eps, ops, dtype, device)
+
+    def forward(
+        self,
+        positions: torch.Tensor,  # (num_tokens,)
+        x: torch.Tensor,  # (num_tokens, hidden)
+        kv_cache: torch.Tensor,  # (2, num_blocks, block_size, num_kv_heads, head_dim)
+        meta: AttentionMetadata,
+        cos_sin_cache: torch.Tensor,  # (max_positions, head_dim)
+    ) -> torch.Tensor:
+        num_tokens = x.shape[0]
+        q, k, v = self.qkv_proj(x).split([self.q_size, self.kv_size, self.kv_size], dim=-1)
+        q = q.reshape(num_tokens, self.num_heads, self.head_dim)
+        k = k.reshape(num_tokens, self.num_kv_heads, self.head_dim)
+        v = v.reshape(num_tokens, self.num_kv_heads, self.head_dim)
+        if self.q_norm is not None and self.k_norm is not None:
+            q = self.q_norm(q.reshape(-1, self.head_dim)).view_as(q)
+            k = self.k_norm(k.reshape(-1, self.head_dim)).view_as(k)
+        q, k = self.ops.rotary_embedding(positions, q, k, cos_sin_cache)
+        k_cache, v_cache = kv_cache[0], kv_cache[1]
+        # NOTE: the new tokens' K/V go into the cache first; attention then reads all context
+        # (cached prefix and new tokens alike) from the cache.
+        self.ops.write_kv_cache(k, v, k_cache, v_cache, meta.slot_mapping)
+        out = self.ops.paged_attention(
+            q, k_cache, v_cache, meta.block_tables, meta.seq_lens, meta.query_start_loc, self.scale
+        )  # (num_tokens, num_heads, head_dim)
+        projected: torch.Tensor = self.o_proj(out.reshape(num_tokens, self.q_size))
+        return projected
+
+
+class MLP(nn.Module):
+    """SwiGLU feed-forward: down(silu(gate(x)) * up(x))."""
+
+    def __init__(self, config: ModelConfig, ops: KernelOps, device: torch.device) -> None:
+        super().__init__()
+        size, inner, bias = config.hidden_size, config.intermediate_size, config.mlp_bias
+        self.gate_up_proj = Linear(size, 2 * inner, bias, config.dtype, device)
+        self.down_proj = Linear(inner, size, bias, config.dtype, device)
+        self.ops = ops
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.down_proj(self.ops.silu_and_mul(self.gate_up_proj(x)))
+        return out

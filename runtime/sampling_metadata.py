@@ -1,0 +1,102 @@
+"""`SamplingMetadata`: the per-row sampling parameters of one step, as tensors.
+
+Built by the model runner from each sampled request's `SamplingParams`, its token history and
+its own random generator; optional parts (penalties, top-k/top-p, min-p) are None when no row
+uses them, so a plain batch pays nothing for them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from llmservice.runtime.sampling_params import SamplingParams
+from llmservice.scheduler import Request
+
+
+@dataclass(frozen=True, slots=True)
+class SamplingRow:
+    """One sampled request as the sampler sees it."""
+
+    params: SamplingParams
+    """Its sampling parameters."""
+    request: Request
+    """Its token history and limits."""
+    generator: torch.Generator | None
+    """Its own generator when it has a seed."""
+
+
+@dataclass(frozen=True, slots=True)
+class SamplingMetadata:
+    """Tensors of (num_rows,) unless said otherwise; None = no row uses the feature."""
+
+    greedy: torch.Tensor
+    """bool: rows decoded greedily."""
+    all_greedy: bool
+    """Every row is greedy (no random sampling this step)."""
+    temperature: torch.Tensor
+    """float32 temperatures (1.0 on greedy rows)."""
+    top_k: torch.Tensor | None
+    """int64 top-k (vocab size where disabled)."""
+    top_p: torch.Tensor | None
+    """float32 top-p (1.0 where disabled)."""
+    min_p: torch.Tensor | None
+    """float32 min-p (0.0 where disabled)."""
+    repetition_penalty: torch.Tensor | None
+    """float32 repetition penalties (1.0 where disabled)."""
+    presence_penalty: torch.Tensor | None
+    """float32 presence penalties."""
+    frequency_penalty: torch.Tensor | None
+    """float32 frequency penalties."""
+    output_token_ids: list[list[int]]
+    """Each row's generated tokens so far (presence/frequency penalties)."""
+    prompt_token_ids: list[list[int]]
+    """Each row's prompt (the repetition penalty covers prompt and output, as HF)."""
+    banned_token_ids: list[tuple[int, ...]]
+    """Per row, tokens masked this step (stop tokens and EOS before min_tokens)."""
+    generators: list[torch.Generator | None]
+    """Per row, its own generator (seeded requests) or None (the shared one)."""
+    num_logprobs: list[int | None]
+    """Per row, how many top logprobs to return (None: no logprobs)."""
+
+    @classmethod
+    def build(cls, rows: Sequence[SamplingRow], device: torch.device) -> SamplingMetadata:
+        """The metadata of `rows`, tensors on `device`."""
+        params = [row.params for row in rows]
+
+        def column(values: list[float], neutral: float) -> torch.Tensor | None:
+            if all(v == neutral for v in values):
+                return None
+            return torch.tensor(values, dtype=torch.float32, device=device)
+
+        greedy = [p.is_greedy for p in params]
+        top_k = [p.top_k if p.top_k > 0 else 0 for p in params]
+        banned = [
+            tuple(row.request.limits.stop_token_ids)
+            if row.request.num_output_tokens < row.request.limits.min_tokens
+            else ()
+            for row in rows
+        ]
+        return cls(
+            greedy=torch.tensor(greedy, dtype=torch.bool, device=device),
+            all_greedy=all(greedy),
+            temperature=torch.tensor(
+                [1.0 if g else p.temperature for g, p in zip(greedy, params, strict=True)],
+                dtype=torch.float32,
+                device=device,
+            ),
+            # 0 marks "disabled"; the sampler reads it as the vocabulary size.
+            top_k=None if not any(top_k) else torch.tensor(top_k, dtype=torch.int64, device=device),
+            top_p=column([p.top_p for p in params], 1.0),
+            min_p=column([p.min_p for p in params], 0.0),
+            repetition_penalty=column([p.repetition_penalty for p in params], 1.0),
+            presence_penalty=column([p.presence_penalty for p in params], 0.0),
+            frequency_penalty=column([p.frequency_penalty for p in params], 0.0),
+            output_token_ids=[row.request.output_token_ids for row in rows],
+            prompt_token_ids=[row.request.prompt_token_ids for row in rows],
+            banned_token_ids=banned,
+            generators=[row.generator for row in rows],
+            num_logprobs=[p.logprobs for p in params],
+        )
