@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
+from llmservice.kernels import reference
+
 
 @dataclass(frozen=True)
 class PagedBatch:
@@ -40,6 +42,30 @@ class PagedBatch:
     """Per sequence (seq_len, num_kv_heads, head_dim); empty when not kept."""
     dense_values: tuple[torch.Tensor, ...]
     """Per sequence (seq_len, num_kv_heads, head_dim); empty when not kept."""
+
+    def attention_args(
+        self, scale: float
+    ) -> tuple[
+        torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, float
+    ]:
+        """Writes the new tokens' K/V into the cache (as the runner does before attention)
+        and returns the positional arguments of paged_attention."""
+        reference.write_kv_cache(
+            self.key, self.value, self.k_cache, self.v_cache, self.slot_mapping
+        )
+        return (
+            self.query,
+            self.k_cache,
+            self.v_cache,
+            self.block_tables,
+            self.seq_lens,
+            self.query_start_loc,
+            scale,
+        )
+
+    def poisoned_out(self) -> torch.Tensor:
+        """An output buffer full of NaN: any element a kernel fails to write shows up."""
+        return torch.full_like(self.query, float("nan"))
 
 
 def make_paged_batch(

@@ -1,0 +1,261 @@
+"""Paged attention for mixed batches (prefill chunks, cached prefixes, decodes) in one launch.
+
+Flash-attention style: a program takes a tile of one sequence's new tokens times all the
+query heads that share one KV head (GQA packing: K/V is read once per group), walks the
+sequence's blocks through the block table with an online softmax, and writes its rows of the
+output. Keys every row of the tile may see (the cached prefix and earlier new tokens) are
+visited without masks; only the tiles on the diagonal are causally masked.
+
+The grid needs no device-to-host sync: sequence i's tiles get the program ids starting at
+`query_start_loc[i] // BLOCK_Q + i`, which leaves room for ceil(q_len_i / BLOCK_Q) tiles; a
+program finds its sequence by binary search and exits if its tile is past the sequence's end.
+"""
+
+# mypy: disable-error-code="no-untyped-def,untyped-decorator"
+# (Triton kernels: @triton.jit is untyped and reads its parameters' annotations itself.)
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+
+from llmservice.kernels.reference import check_attention_shapes
+from llmservice.kernels.triton_utils import (
+    dot_precision,
+    next_power_of_2,
+    require_last_dim_contiguous,
+    require_power_of_2_head_dim,
+    require_same_device,
+)
+
+LOG2E = 1.4426950408889634
+
+
+@dataclass(frozen=True)
+class ExtendConfig:
+    """Launch parameters of the extend kernel."""
+
+    block_m: int = 128
+    """Query rows per program: tokens x (query heads per KV head, padded to a power of two)."""
+    block_n: int = 64
+    """Context tokens per loop iteration."""
+    num_warps: int = 8
+    """Warps per program."""
+    num_stages: int = 3
+    """Software-pipelining depth of the K/V loads."""
+
+
+def default_config(head_dim: int, device: torch.device) -> ExtendConfig:
+    """Tuned tiles on a GPU; small ones for the interpreter, which runs tiles with numpy."""
+    if device.type != "cuda":
+        return ExtendConfig(block_m=32, block_n=16, num_warps=4, num_stages=1)
+    if head_dim <= 64:
+        return ExtendConfig(block_m=128, block_n=64, num_warps=4, num_stages=3)
+    return ExtendConfig()
+
+
+@triton.jit
+def _attend_keys(
+    acc,
+    l_i,
+    m_i,
+    q,
+    k_cache_ptr,
+    v_cache_ptr,
+    table_ptr,
+    kv_offset,
+    q_pos,
+    lo,
+    hi,
+    qk_scale,
+    cache_stride_b,
+    cache_stride_s,
+    BLOCK_SIZE: tl.constexpr,
+    HEAD_DIM: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    CAUSAL_MASK: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+):
+    """Folds keys [lo, hi) into the online softmax; masks causally (and hi) when asked."""
+    offs_d = tl.arange(0, HEAD_DIM)
+    for n0 in range(lo, hi, BLOCK_N):
+        offs_n = n0 + tl.arange(0, BLOCK_N)
+        if CAUSAL_MASK:
+            n_ok = offs_n < hi
+            block = tl.load(table_ptr + offs_n // BLOCK_SIZE, mask=n_ok, other=0)
+        else:
+            block = tl.load(table_ptr + offs_n // BLOCK_SIZE)
+        rows = block.to(tl.int64) * cache_stride_b + (offs_n % BLOCK_SIZE) * cache_stride_s
+        kv = rows[:, None] + kv_offset + offs_d[None, :]  # (BLOCK_N, HEAD_DIM)
+        if CAUSAL_MASK:
+            k = tl.load(k_cache_ptr + kv, mask=n_ok[:, None], other=0.0)
+            v = tl.load(v_cache_ptr + kv, mask=n_ok[:, None], other=0.0)
+        else:
+            k = tl.load(k_cache_ptr + kv)
+            v = tl.load(v_cache_ptr + kv)
+        s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale  # (BLOCK_M, BLOCK_N)
+        if CAUSAL_MASK:
+            s = tl.where(offs_n[None, :] <= q_pos[:, None], s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        p = tl.exp2(s - m_new[:, None])
+        alpha = tl.exp2(m_i - m_new)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
+        m_i = m_new
+    return acc, l_i, m_i
+
+
+@triton.jit
+def _extend_kernel(
+    q_ptr,
+    k_cache_ptr,
+    v_cache_ptr,
+    block_tables_ptr,
+    seq_lens_ptr,
+    query_start_loc_ptr,
+    out_ptr,
+    qk_scale,  # softmax scale * log2(e)
+    num_seqs,
+    q_stride_t,
+    q_stride_h,
+    out_stride_t,
+    out_stride_h,
+    cache_stride_b,
+    cache_stride_s,
+    cache_stride_h,
+    block_tables_stride,
+    BLOCK_SIZE: tl.constexpr,
+    GROUP: tl.constexpr,  # query heads per KV head
+    GROUP_PAD: tl.constexpr,  # GROUP rounded up to a power of two
+    BLOCK_Q: tl.constexpr,  # tokens per tile = BLOCK_M // GROUP_PAD
+    HEAD_DIM: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+):
+    # Reversed ids: a sequence's last tiles see the most keys, so they start first.
+    pid = tl.num_programs(0) - 1 - tl.program_id(0)
+    kv_head = tl.program_id(1)
+
+    # The sequence of this tile: the last i with query_start_loc[i] // BLOCK_Q + i <= pid.
+    lo = tl.full([], 0, tl.int32)  # tensors from the start: loop-carried types must not change
+    hi = lo + num_seqs - 1
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        first = tl.load(query_start_loc_ptr + mid) // BLOCK_Q + mid
+        lo = tl.where(first <= pid, mid, lo)
+        hi = tl.where(first <= pid, hi, mid - 1)
+    seq = lo
+    q_start = tl.load(query_start_loc_ptr + seq)
+    q_len = tl.load(query_start_loc_ptr + seq + 1) - q_start
+    q_block = pid - (q_start // BLOCK_Q + seq)
+    if q_block * BLOCK_Q >= q_len:
+        return
+    context = tl.load(seq_lens_ptr + seq) - q_len  # cached tokens before the new ones
+
+    offs_m = tl.arange(0, BLOCK_Q * GROUP_PAD)
+    offs_d = tl.arange(0, HEAD_DIM)
+    token = q_block * BLOCK_Q + offs_m // GROUP_PAD  # index among the sequence's new tokens
+    group_idx = offs_m % GROUP_PAD
+    head = kv_head * GROUP + group_idx
+    row_ok = (token < q_len) & (group_idx < GROUP)
+    q_rows = (q_start + token) * q_stride_t + head * q_stride_h
+    q = tl.load(q_ptr + q_rows[:, None] + offs_d[None, :], mask=row_ok[:, None], other=0.0)
+    # Padding rows take the last real token's position so no row is fully masked (no NaN).
+    q_pos = context + tl.minimum(token, q_len - 1)
+
+    first_pos = context + q_block * BLOCK_Q
+    last_pos = context + tl.minimum(q_block * BLOCK_Q + BLOCK_Q, q_len) - 1
+    unmasked_end = (first_pos + 1) // BLOCK_N * BLOCK_N  # every row sees all keys below it
+
+    m_i = tl.full([BLOCK_Q * GROUP_PAD], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_Q * GROUP_PAD], tl.float32)
+    acc = tl.zeros([BLOCK_Q * GROUP_PAD, HEAD_DIM], tl.float32)
+    table = block_tables_ptr + seq * block_tables_stride
+    kv_offset = kv_head * cache_stride_h
+    acc, l_i, m_i = _attend_keys(
+        acc, l_i, m_i, q, k_cache_ptr, v_cache_ptr, table, kv_offset, q_pos, 0, unmasked_end,
+        qk_scale, cache_stride_b, cache_stride_s, BLOCK_SIZE, HEAD_DIM, BLOCK_N, False, DOT_PRECISION,
+    )  # fmt: skip
+    acc, l_i, m_i = _attend_keys(
+        acc, l_i, m_i, q, k_cache_ptr, v_cache_ptr, table, kv_offset, q_pos, unmasked_end,
+        last_pos + 1, qk_scale, cache_stride_b, cache_stride_s, BLOCK_SIZE, HEAD_DIM, BLOCK_N,
+        True, DOT_PRECISION,
+    )  # fmt: skip
+
+    acc = acc / l_i[:, None]
+    out_rows = (q_start + token) * out_stride_t + head * out_stride_h
+    tl.store(
+        out_ptr + out_rows[:, None] + offs_d[None, :],
+        acc.to(out_ptr.dtype.element_ty),
+        mask=row_ok[:, None],
+    )
+
+
+def paged_attention(
+    query: torch.Tensor,  # (num_tokens, num_heads, head_dim)
+    k_cache: torch.Tensor,  # (num_blocks, block_size, num_kv_heads, head_dim)
+    v_cache: torch.Tensor,  # (num_blocks, block_size, num_kv_heads, head_dim)
+    block_tables: torch.Tensor,  # (num_seqs, max_blocks_per_seq) int32
+    seq_lens: torch.Tensor,  # (num_seqs,) int32, including the new tokens
+    query_start_loc: torch.Tensor,  # (num_seqs + 1,) int32
+    scale: float,
+    out: torch.Tensor | None = None,
+    *,
+    config: ExtendConfig | None = None,
+) -> torch.Tensor:
+    """reference.paged_attention on the GPU for any mix of query lengths (each >= 1).
+
+    `config` is for tests and tuning.
+    """
+    check_attention_shapes(query, k_cache, v_cache, block_tables, seq_lens, query_start_loc, out)
+    num_tokens, num_heads, head_dim = query.shape
+    _, block_size, num_kv_heads, _ = k_cache.shape
+    num_seqs = seq_lens.shape[0]
+    require_power_of_2_head_dim(head_dim)
+    require_same_device(query=query, k_cache=k_cache, block_tables=block_tables, seq_lens=seq_lens)
+    if k_cache.stride() != v_cache.stride():
+        raise ValueError("k_cache and v_cache must have the same strides")
+    config = config or default_config(head_dim, query.device)
+    group = num_heads // num_kv_heads
+    group_pad = next_power_of_2(group)
+    if config.block_m % group_pad or config.block_m // group_pad < 1:
+        raise ValueError(f"block_m {config.block_m} cannot hold {group_pad} heads per token")
+    block_q = config.block_m // group_pad
+    if out is None:
+        out = torch.empty_like(query)
+    require_last_dim_contiguous(query=query, k_cache=k_cache, out=out)
+    if num_seqs == 0:
+        return out
+    grid = (num_tokens // block_q + num_seqs, num_kv_heads)
+    _extend_kernel[grid](
+        query,
+        k_cache,
+        v_cache,
+        block_tables,
+        seq_lens,
+        query_start_loc,
+        out,
+        scale * LOG2E,
+        num_seqs,
+        query.stride(0),
+        query.stride(1),
+        out.stride(0),
+        out.stride(1),
+        k_cache.stride(0),
+        k_cache.stride(1),
+        k_cache.stride(2),
+        block_tables.stride(0),
+        BLOCK_SIZE=block_size,
+        GROUP=group,
+        GROUP_PAD=group_pad,
+        BLOCK_Q=block_q,
+        HEAD_DIM=head_dim,
+        BLOCK_N=config.block_n,
+        DOT_PRECISION=dot_precision(query.dtype),
+        num_warps=config.num_warps,
+        num_stages=config.num_stages,
+    )
+    return out

@@ -1,0 +1,101 @@
+"""The kernels the model runner calls: Triton on CUDA tensors, the torch reference elsewhere.
+
+Each function has the signature of its `reference` twin (INTERFACES.md section 3) and picks
+the implementation from the device of its first tensor argument. `paged_attention` is the
+single attention entry point: a batch with exactly one new token per sequence (all decodes)
+goes to the split-KV decode kernel, anything else to the extend kernel.
+
+NOTE: the Triton modules are imported inside the CUDA branches, so CPU-only installs never
+import Triton (importing it costs a second and it is absent on some platforms).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from llmservice.kernels import reference
+
+
+def write_kv_cache(
+    key: torch.Tensor,
+    value: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    slot_mapping: torch.Tensor,
+) -> None:
+    """Stores the new tokens' K/V at their slots; negative slots are skipped."""
+    if not key.is_cuda:
+        return reference.write_kv_cache(key, value, k_cache, v_cache, slot_mapping)
+    from llmservice.kernels import kv_cache_write
+
+    return kv_cache_write.write_kv_cache(key, value, k_cache, v_cache, slot_mapping)
+
+
+def paged_attention(
+    query: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    block_tables: torch.Tensor,
+    seq_lens: torch.Tensor,
+    query_start_loc: torch.Tensor,
+    scale: float,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Causal paged attention of a flat mixed batch (see reference.paged_attention).
+
+    NOTE: every sequence must have at least one new token; then num_tokens == num_seqs means
+    every sequence has exactly one, which is decided from shapes alone (no device sync).
+    """
+    args = (query, k_cache, v_cache, block_tables, seq_lens, query_start_loc, scale, out)
+    if not query.is_cuda:
+        return reference.paged_attention(*args)
+    if query.shape[0] == seq_lens.shape[0]:
+        from llmservice.kernels import decode_attention
+
+        return decode_attention.paged_attention(*args)
+    from llmservice.kernels import extend_attention
+
+    return extend_attention.paged_attention(*args)
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """RMSNorm over the last dimension, float32 math."""
+    if not x.is_cuda:
+        return reference.rms_norm(x, weight, eps)
+    from llmservice.kernels import rms_norm as triton_rms_norm
+
+    return triton_rms_norm.rms_norm(x, weight, eps)
+
+
+def fused_add_rms_norm(
+    x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Returns (rms_norm(x + residual), x + residual)."""
+    if not x.is_cuda:
+        return reference.fused_add_rms_norm(x, residual, weight, eps)
+    from llmservice.kernels import rms_norm as triton_rms_norm
+
+    return triton_rms_norm.fused_add_rms_norm(x, residual, weight, eps)
+
+
+def rotary_embedding(
+    positions: torch.Tensor,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    cos_sin_cache: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """NeoX rotary embedding of query and key; returns new tensors."""
+    if not query.is_cuda:
+        return reference.rotary_embedding(positions, query, key, cos_sin_cache)
+    from llmservice.kernels import rotary
+
+    return rotary.rotary_embedding(positions, query, key, cos_sin_cache)
+
+
+def silu_and_mul(x: torch.Tensor) -> torch.Tensor:
+    """(..., 2 * d) -> (..., d): silu(x[..., :d]) * x[..., d:]."""
+    if not x.is_cuda:
+        return reference.silu_and_mul(x)
+    from llmservice.kernels import activation
+
+    return activation.silu_and_mul(x)

@@ -1,0 +1,114 @@
+"""Decode and extend attention kernels against the reference, in Triton's interpreter.
+
+float32 and float16 only: the interpreter's bfloat16 dot is broken (the GPU tests cover bf16).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import torch
+
+from llmservice.kernels import decode_attention, extend_attention, reference
+from llmservice.kernels.paged_batch import make_paged_batch
+
+CheckFn = Callable[[torch.Tensor, torch.Tensor, float], None]
+TOLERANCE = {torch.float32: 1e-5, torch.float16: 2e-3}
+
+
+@pytest.mark.parametrize(
+    ("dtype", "num_heads", "num_kv_heads", "block_size", "num_splits"),
+    [
+        (torch.float32, 4, 4, 16, 1),
+        (torch.float32, 8, 2, 16, 3),
+        (torch.float16, 8, 2, 32, 1),
+        (torch.float16, 6, 1, 16, 4),
+        (torch.float32, 16, 1, 32, 2),  # 16 query heads per KV head
+    ],
+)
+def test_decode_kernel_matches_reference(
+    assert_relative_error: CheckFn,
+    dtype: torch.dtype,
+    num_heads: int,
+    num_kv_heads: int,
+    block_size: int,
+    num_splits: int,
+) -> None:
+    seq_lens = [37, 1, 70, 16]
+    batch = make_paged_batch(
+        seq_lens,
+        [1] * len(seq_lens),
+        num_heads=num_heads,
+        num_kv_heads=num_kv_heads,
+        head_dim=32,
+        block_size=block_size,
+        dtype=dtype,
+        seed=num_heads + num_splits,
+        extra_table_columns=1,  # padded tables: splits past the context must be ignored
+    )
+    args = batch.attention_args(scale=32**-0.5)
+    out = decode_attention.paged_attention(
+        *args,
+        batch.poisoned_out(),
+        num_splits=num_splits,
+        config=decode_attention.DecodeConfig(block_n=16),
+    )
+    assert_relative_error(out, reference.paged_attention(*args), TOLERANCE[dtype])
+
+
+def test_decode_kernel_rejects_more_than_one_token_per_sequence() -> None:
+    batch = make_paged_batch(
+        [8, 8], [2, 1], num_heads=2, num_kv_heads=1, head_dim=16, block_size=4, dtype=torch.float32
+    )
+    with pytest.raises(ValueError, match="one query token per sequence"):
+        decode_attention.paged_attention(*batch.attention_args(1.0))
+
+
+EXTEND_CASES = {
+    # name: (seq_lens, query_lens, num_heads, num_kv_heads, head_dim, block_size)
+    "prefill": ([40, 9], [40, 9], 4, 4, 32, 16),
+    "chunk_over_cached_prefix": ([75, 50], [20, 33], 8, 2, 32, 16),
+    "mixed_with_decodes": ([30, 1, 64, 17], [1, 1, 29, 17], 8, 2, 32, 32),
+    "gqa_group_of_6": ([45, 23], [12, 23], 12, 2, 16, 16),
+    "head_dim_64": ([33], [21], 2, 1, 64, 16),
+}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("case", list(EXTEND_CASES))
+def test_extend_kernel_matches_reference(
+    assert_relative_error: CheckFn, case: str, dtype: torch.dtype
+) -> None:
+    seq_lens, query_lens, num_heads, num_kv_heads, head_dim, block_size = EXTEND_CASES[case]
+    batch = make_paged_batch(
+        seq_lens,
+        query_lens,
+        num_heads=num_heads,
+        num_kv_heads=num_kv_heads,
+        head_dim=head_dim,
+        block_size=block_size,
+        dtype=dtype,
+        seed=len(case),
+        extra_table_columns=2,
+    )
+    args = batch.attention_args(scale=head_dim**-0.5)
+    out = extend_attention.paged_attention(*args, batch.poisoned_out())
+    assert_relative_error(out, reference.paged_attention(*args), TOLERANCE[dtype])
+
+
+def test_extend_kernel_with_many_tiles_per_sequence(assert_relative_error: CheckFn) -> None:
+    """Tiles of 8 tokens x 4 heads over a 60-token chunk: unmasked, diagonal and empty tiles."""
+    batch = make_paged_batch(
+        [100, 3],
+        [60, 3],
+        num_heads=4,
+        num_kv_heads=1,
+        head_dim=16,
+        block_size=16,
+        dtype=torch.float32,
+    )
+    args = batch.attention_args(scale=0.25)
+    config = extend_attention.ExtendConfig(block_m=32, block_n=32, num_warps=4, num_stages=1)
+    out = extend_attention.paged_attention(*args, batch.poisoned_out(), config=config)
+    assert_relative_error(out, reference.paged_attention(*args), TOLERANCE[torch.float32])

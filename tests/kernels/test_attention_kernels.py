@@ -1,0 +1,134 @@
+"""The Triton attention kernels (decode, extend) and the dispatcher against the torch reference.
+
+GPU tests use real shapes (Llama-3.1-8B heads: 32 query, 8 KV) in bfloat16/float16 with a
+relative-error tolerance of 1e-2 (16-bit operands, float32 accumulation, as METHOD.md expects).
+The same kernels run on tiny shapes in Triton's interpreter under tests/kernels/interpreted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import torch
+
+from llmservice.kernels import ops, reference
+from llmservice.kernels.paged_batch import PagedBatch, make_paged_batch
+
+CheckFn = Callable[[torch.Tensor, torch.Tensor, float], None]
+GPU_TOLERANCE = 1e-2
+
+
+def test_dispatcher_uses_the_reference_on_the_cpu() -> None:
+    batch = make_paged_batch(
+        [12, 5], [4, 5], num_heads=4, num_kv_heads=2, head_dim=16, block_size=4, dtype=torch.float32
+    )
+    ops.write_kv_cache(batch.key, batch.value, batch.k_cache, batch.v_cache, batch.slot_mapping)
+    args = batch.attention_args(0.3)  # writes the same K/V again
+    torch.testing.assert_close(ops.paged_attention(*args), reference.paged_attention(*args))
+
+
+def gpu_batch(
+    device: torch.device,
+    seq_lens: list[int],
+    query_lens: list[int],
+    *,
+    head_dim: int = 128,
+    block_size: int = 16,
+    dtype: torch.dtype = torch.bfloat16,
+) -> PagedBatch:
+    return make_paged_batch(
+        seq_lens,
+        query_lens,
+        num_heads=32,
+        num_kv_heads=8,
+        head_dim=head_dim,
+        block_size=block_size,
+        dtype=dtype,
+        device=device,
+        seed=sum(seq_lens) % 1000,
+        extra_table_columns=3,
+        keep_dense=False,
+    )
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(
+    ("head_dim", "block_size", "dtype"),
+    [(128, 16, torch.bfloat16), (64, 32, torch.float16), (128, 32, torch.bfloat16)],
+)
+def test_decode_kernel_batch_64_long_contexts_gpu(
+    cuda: torch.device,
+    assert_relative_error: CheckFn,
+    head_dim: int,
+    block_size: int,
+    dtype: torch.dtype,
+) -> None:
+    from llmservice.kernels import decode_attention
+
+    gen = torch.Generator().manual_seed(head_dim + block_size)
+    seq_lens = [4096] * 32 + torch.randint(1, 4097, (32,), generator=gen).tolist()
+    batch = gpu_batch(
+        cuda, seq_lens, [1] * 64, head_dim=head_dim, block_size=block_size, dtype=dtype
+    )
+    args = batch.attention_args(scale=head_dim**-0.5)
+    out = decode_attention.paged_attention(*args, batch.poisoned_out())
+    assert_relative_error(out, reference.paged_attention(*args), GPU_TOLERANCE)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("num_splits", [1, 7])
+def test_decode_kernel_small_batch_split_choices_gpu(
+    cuda: torch.device, assert_relative_error: CheckFn, num_splits: int
+) -> None:
+    from llmservice.kernels import decode_attention
+
+    batch = gpu_batch(cuda, [3000, 17, 1], [1, 1, 1])
+    args = batch.attention_args(scale=128**-0.5)
+    out = decode_attention.paged_attention(*args, batch.poisoned_out(), num_splits=num_splits)
+    assert_relative_error(out, reference.paged_attention(*args), GPU_TOLERANCE)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(
+    ("seq_lens", "query_lens"),
+    [
+        ([4096], [4096]),  # a 4K prefill
+        ([2048 + 512, 1000 + 300, 777], [512, 300, 777]),  # chunks over cached prefixes
+        ([3000, 1, 250, 4096, 64, *[1500] * 8], [200, 1, 250, 1, 64, *[1] * 8]),  # mixed
+    ],
+    ids=["prefill_4k", "chunked_prefill", "mixed"],
+)
+@pytest.mark.parametrize(
+    ("head_dim", "block_size", "dtype"),
+    [(128, 16, torch.bfloat16), (64, 32, torch.float16)],
+)
+def test_extend_kernel_real_shapes_gpu(
+    cuda: torch.device,
+    assert_relative_error: CheckFn,
+    seq_lens: list[int],
+    query_lens: list[int],
+    head_dim: int,
+    block_size: int,
+    dtype: torch.dtype,
+) -> None:
+    from llmservice.kernels import extend_attention
+
+    batch = gpu_batch(
+        cuda, seq_lens, query_lens, head_dim=head_dim, block_size=block_size, dtype=dtype
+    )
+    args = batch.attention_args(scale=head_dim**-0.5)
+    out = extend_attention.paged_attention(*args, batch.poisoned_out())
+    assert_relative_error(out, reference.paged_attention(*args), GPU_TOLERANCE)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("query_lens", [[1, 1, 1, 1], [1, 5, 1, 1]], ids=["decode", "mixed"])
+def test_dispatcher_routes_both_batch_kinds_on_the_gpu(
+    cuda: torch.device, assert_relative_error: CheckFn, query_lens: list[int]
+) -> None:
+    batch = gpu_batch(cuda, [700, 33, 1024, 5], query_lens)
+    ops.write_kv_cache(batch.key, batch.value, batch.k_cache, batch.v_cache, batch.slot_mapping)
+    args = batch.attention_args(scale=128**-0.5)  # writes the same K/V again
+    out = ops.paged_attention(*args, batch.poisoned_out())
+    assert_relative_error(out, reference.paged_attention(*args), GPU_TOLERANCE)
