@@ -1,0 +1,209 @@
+"""`llmservice serve [MODEL]`: the flags of DESIGN.md section 2, and the entry point."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from typing import Any
+
+from llmservice.runtime.server.metrics import DEFAULT_LATENCY_BUCKETS
+from llmservice.runtime.server.reasoning import REASONING_PARSERS
+
+DEFAULT_MODEL = "builtin:tiny-reasoner"
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the `serve` subcommand."""
+    parser = subparsers.add_parser(
+        "serve",
+        help="serve a model over an OpenAI-compatible HTTP API",
+        description="Serve a model over an OpenAI-compatible HTTP API.",
+    )
+    parser.add_argument(
+        "model",
+        nargs="?",
+        default=DEFAULT_MODEL,
+        help="a Hugging Face model folder or builtin:<name> (default: %(default)s)",
+    )
+    http = parser.add_argument_group("HTTP server")
+    http.add_argument(
+        "--host", default="0.0.0.0", help="address to listen on (default: %(default)s)"
+    )
+    http.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
+    http.add_argument(
+        "--served-model-name",
+        nargs="+",
+        default=None,
+        help="names clients may use in `model` (default: MODEL)",
+    )
+    http.add_argument(
+        "--api-key",
+        default=None,
+        help="require 'Authorization: Bearer KEY' (all routes but /health, /ready, /metrics, /version)",
+    )
+    http.add_argument(
+        "--reasoning-parser",
+        choices=sorted(REASONING_PARSERS),
+        default=None,
+        help="split chat answers into reasoning_content and content",
+    )
+    http.add_argument(
+        "--shutdown-timeout",
+        type=float,
+        default=30.0,
+        help="seconds requests in flight may run after SIGTERM (default: %(default)s)",
+    )
+    http.add_argument(
+        "--max-log-len",
+        type=int,
+        default=None,
+        help="characters or token ids of each prompt in the request log (default: all)",
+    )
+    http.add_argument(
+        "--disable-log-requests", action="store_true", help="do not log a line per request"
+    )
+    http.add_argument(
+        "--log-probe-requests",
+        action="store_true",
+        help="access-log /health, /ready and /metrics too",
+    )
+    http.add_argument(
+        "--max-waiting-requests",
+        type=int,
+        default=None,
+        help="waiting samples beyond which requests get 503 (default: 4 x max-num-seqs)",
+    )
+    http.add_argument(
+        "--engine-heartbeat-timeout",
+        type=float,
+        default=60.0,
+        help="seconds of engine silence that count as a hang (default: %(default)s)",
+    )
+    http.add_argument(
+        "--latency-buckets",
+        type=_buckets,
+        default=DEFAULT_LATENCY_BUCKETS,
+        help="comma-separated histogram buckets in seconds",
+    )
+    engine = parser.add_argument_group("engine")
+    engine.add_argument(
+        "--max-model-len", type=int, default=None, help="tokens per sequence (default: the model's)"
+    )
+    engine.add_argument(
+        "--gpu-memory-utilization",
+        type=float,
+        default=0.9,
+        help="fraction of GPU memory to use (default: %(default)s)",
+    )
+    engine.add_argument(
+        "--max-num-seqs",
+        type=int,
+        default=None,
+        help="sequences per step (default: chosen for the device)",
+    )
+    engine.add_argument(
+        "--max-num-batched-tokens",
+        type=int,
+        default=None,
+        help="tokens per step (default: chosen for the device)",
+    )
+    engine.add_argument(
+        "--enable-prefix-caching",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="reuse the KV cache of shared prefixes (default: on)",
+    )
+    engine.add_argument(
+        "--scheduling-policy",
+        choices=("fcfs", "priority"),
+        default="fcfs",
+        help="request order (default: %(default)s)",
+    )
+    engine.add_argument(
+        "--tensor-parallel-size",
+        type=int,
+        default=1,
+        help="GPUs per replica (default: %(default)s)",
+    )
+    engine.add_argument(
+        "--load-format",
+        choices=("auto", "dummy"),
+        default="auto",
+        help="'dummy' makes random weights (default: %(default)s)",
+    )
+    engine.add_argument(
+        "--dtype", default="auto", help="auto, float32, bfloat16 or float16 (default: %(default)s)"
+    )
+    engine.add_argument("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")
+    engine.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of unseeded sampling and dummy weights (default: %(default)s)",
+    )
+    engine.add_argument(
+        "--num-kv-blocks",
+        type=int,
+        default=None,
+        help="exactly this many KV blocks (tests, capacity experiments)",
+    )
+    parser.set_defaults(handler=run)  # fmt: skip
+
+
+def run(args: argparse.Namespace) -> int:
+    """Serve until SIGTERM; the exit code."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    import uvloop
+
+    from llmservice.runtime.server.config import ServerConfig
+    from llmservice.runtime.server.lifecycle import Lifecycle
+
+    config = ServerConfig(
+        model=args.model,
+        served_model_names=tuple(args.served_model_name or [args.model]),
+        host=args.host,
+        port=args.port,
+        api_key=args.api_key,
+        reasoning_parser=args.reasoning_parser,
+        shutdown_timeout_s=args.shutdown_timeout,
+        max_log_len=args.max_log_len,
+        log_requests=not args.disable_log_requests,
+        log_probe_requests=args.log_probe_requests,
+        max_waiting_requests=args.max_waiting_requests,
+        heartbeat_timeout_s=args.engine_heartbeat_timeout,
+        latency_buckets=args.latency_buckets,
+    )
+    return uvloop.run(Lifecycle(config, _engine_kwargs(args)).run())
+
+
+def _engine_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """`EngineArgs` fields (built in the EngineCore process: the engine imports torch)."""
+    return {
+        "model": args.model,
+        "load_format": args.load_format,
+        "dtype": args.dtype,
+        "device": args.device,
+        "max_model_len": args.max_model_len,
+        "gpu_memory_utilization": args.gpu_memory_utilization,
+        "max_num_seqs": args.max_num_seqs,
+        "max_num_batched_tokens": args.max_num_batched_tokens,
+        "enable_prefix_caching": args.enable_prefix_caching,
+        "tensor_parallel_size": args.tensor_parallel_size,
+        "scheduling_policy": args.scheduling_policy,
+        "seed": args.seed,
+        "num_kv_blocks": args.num_kv_blocks,
+    }
+
+
+def _buckets(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(sorted(float(part) for part in text.split(",") if part.strip()))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not a comma-separated list of seconds: {text!r}"
+        ) from None
+    if not values or values[0] <= 0:
+        raise argparse.ArgumentTypeError("buckets must be positive seconds")
+    return values

@@ -1,0 +1,254 @@
+"""What /v1/completions and /v1/chat/completions share: parsing, limits, sampling parameters.
+
+Validation happens in the order a client can act on: the body's JSON and types, the model name,
+unsupported features, then the numbers (max_tokens, n, logprobs) -- all before tokenizing --
+and finally the prompt's length against the model, once it is tokenized.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from llmservice.runtime.sampling_params import MAX_LOGPROBS, SamplingParams
+from llmservice.runtime.server.config import ServerConfig
+from llmservice.runtime.server.errors import APIError, invalid_request, not_implemented
+from llmservice.runtime.server.protocol import SamplingFields
+from llmservice.runtime.server.reasoning import REASONING_PARSERS, ReasoningSyntax
+from llmservice.runtime.server.router import RequestRouter
+from llmservice.runtime.server.state import ServerState
+from llmservice.runtime.tokenizer import Tokenizer
+
+logger = logging.getLogger("llmservice.server")
+
+BodyT = TypeVar("BodyT", bound=BaseModel)
+
+
+@dataclass(frozen=True, slots=True)
+class ServingContext:
+    """Everything a handler needs, built once at start-up."""
+
+    config: ServerConfig
+    """The server's settings."""
+    tokenizer: Tokenizer | None
+    """The model's tokenizer (None: the model has none; text prompts are refused)."""
+    router: RequestRouter
+    """Submits work to the engine."""
+    state: ServerState
+    """Admission (draining, waiting-queue limit)."""
+    max_model_len: int
+    """Prompt plus output tokens of one sequence at most."""
+    vocab_size: int
+    """Token ids must be below this."""
+    scheduling_policy: str
+    """"fcfs" or "priority" (priority must be 0 under fcfs)."""
+
+    @property
+    def reasoning(self) -> ReasoningSyntax | None:
+        """The reasoning parser chosen with --reasoning-parser, if any."""
+        name = self.config.reasoning_parser
+        return None if name is None else REASONING_PARSERS[name]
+
+    def require_tokenizer(self) -> Tokenizer:
+        """The tokenizer, or 400 when the model has none."""
+        if self.tokenizer is None:
+            raise invalid_request("this model has no tokenizer: send prompts as token ids")
+        return self.tokenizer
+
+
+async def parse_body(request: web.Request, model: type[BodyT], config: ServerConfig) -> BodyT:
+    """The JSON body validated into `model`; 413 when too large, 400 when malformed."""
+    if request.content_length is not None and request.content_length > config.max_body_bytes:
+        raise _body_too_large(config)
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise _body_too_large(config) from None
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as error:
+        raise _validation_error(error) from None
+
+
+def check_common(body: SamplingFields, context: ServingContext, request_id: str) -> None:
+    """Model name, unsupported features, unknown fields and the request-level numbers."""
+    names = context.config.served_model_names
+    if body.model is not None and body.model not in names:
+        raise APIError(
+            404,
+            f"the model {body.model!r} does not exist; this server serves {', '.join(names)}",
+            param="model",
+            code="model_not_found",
+        )
+    for param, feature in body.unsupported_fields():
+        raise not_implemented(feature, param)
+    unknown = body.unknown_fields()
+    if unknown:
+        logger.warning("%s: ignoring unknown fields %s", request_id, ", ".join(unknown))
+    if body.stream_options is not None and not body.stream:
+        raise invalid_request("stream_options is only allowed with stream=true", "stream_options")
+    if not 1 <= body.n <= context.config.max_n:
+        raise invalid_request(f"n must be in [1, {context.config.max_n}], got {body.n}", "n")
+    if body.priority != 0 and context.scheduling_policy != "priority":
+        raise invalid_request(
+            "priority is only honoured with --scheduling-policy priority", "priority"
+        )
+
+
+def check_max_tokens(max_tokens: int | None, param: str, n: int, context: ServingContext) -> None:
+    """max_tokens must be positive, fit the model, and n * max_tokens stay under the cap."""
+    if max_tokens is None:
+        return
+    if max_tokens <= 0:
+        raise invalid_request(f"{param} must be at least 1, got {max_tokens}", param)
+    room = context.max_model_len - 1
+    if max_tokens > room:
+        raise invalid_request(
+            f"{param}={max_tokens} is more than this model's room for output "
+            f"({room} tokens: max_model_len {context.max_model_len} minus a 1-token prompt)",
+            param,
+        )
+    cap = context.config.max_total_tokens
+    if n * max_tokens > cap:
+        raise invalid_request(f"n * {param} = {n * max_tokens} is above the limit {cap}", param)
+
+
+def check_logprobs(top: int | None, param: str) -> None:
+    """At most MAX_LOGPROBS top logprobs per token."""
+    if top is not None and not 0 <= top <= MAX_LOGPROBS:
+        raise invalid_request(f"{param} must be in [0, {MAX_LOGPROBS}], got {top}", param)
+
+
+def check_prompt(
+    token_ids: list[int], max_tokens: int | None, param: str, context: ServingContext
+) -> int:
+    """The prompt fits with its output; returns the effective max_tokens."""
+    if not token_ids:
+        raise invalid_request("the prompt is empty", param)
+    bad = next((t for t in token_ids if not 0 <= t < context.vocab_size), None)
+    if bad is not None:
+        raise invalid_request(
+            f"token id {bad} is outside the vocabulary [0, {context.vocab_size})", param
+        )
+    limit = context.max_model_len
+    if len(token_ids) >= limit:
+        raise invalid_request(
+            f"the prompt has {len(token_ids)} tokens; this model's maximum context length is "
+            f"{limit} tokens, and at least one must be left for the output",
+            param,
+        )
+    if max_tokens is not None and len(token_ids) + max_tokens > limit:
+        raise invalid_request(
+            f"this model's maximum context length is {limit} tokens, but {len(token_ids)} "
+            f"prompt tokens + max_tokens {max_tokens} is {len(token_ids) + max_tokens}",
+            "max_tokens",
+        )
+    return limit - len(token_ids) if max_tokens is None else max_tokens
+
+
+def sampling_params(
+    body: SamplingFields, max_tokens: int | None, logprobs: int | None
+) -> SamplingParams:
+    """The engine's parameters; 400 naming the field when one is out of range."""
+    try:
+        return SamplingParams(
+            n=body.n,
+            temperature=body.temperature,
+            top_p=body.top_p,
+            top_k=body.top_k,
+            min_p=body.min_p,
+            seed=body.seed,
+            max_tokens=max_tokens,
+            min_tokens=body.min_tokens,
+            stop=body.stop,
+            stop_token_ids=body.stop_token_ids,
+            ignore_eos=body.ignore_eos,
+            presence_penalty=body.presence_penalty,
+            frequency_penalty=body.frequency_penalty,
+            repetition_penalty=body.repetition_penalty,
+            logprobs=logprobs,
+            include_stop_str_in_output=body.include_stop_str_in_output,
+            skip_special_tokens=body.skip_special_tokens,
+        )
+    except ValueError as error:
+        message = str(error)
+        field = message.split(" ", 1)[0]
+        raise invalid_request(
+            message, field if field in type(body).model_fields else None
+        ) from None
+
+
+def new_request_id(prefix: str) -> str:
+    """A unique id such as chatcmpl-3f2a..."""
+    return f"{prefix}-{uuid.uuid4().hex}"
+
+
+def created() -> int:
+    """The `created` field: Unix seconds."""
+    return int(time.time())
+
+
+def usage(
+    prompt_tokens: int, completion_tokens: int, reasoning_tokens: int | None
+) -> dict[str, Any]:
+    """OpenAI's usage object (completion_tokens_details only when reasoning is parsed)."""
+    result: dict[str, Any] = {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
+    if reasoning_tokens is not None:
+        result["completion_tokens_details"] = {"reasoning_tokens": reasoning_tokens}
+    return result
+
+
+def log_request(
+    context: ServingContext,
+    request_id: str,
+    prompt: str | None,
+    token_ids: list[int],
+    params: SamplingParams,
+) -> None:
+    """One line per accepted request, the prompt cut to --max-log-len."""
+    if not context.config.log_requests:
+        return
+    limit = context.config.max_log_len
+    shown_prompt = prompt if prompt is None or limit is None else prompt[:limit]
+    shown_ids = token_ids if limit is None else token_ids[:limit]
+    logger.info(
+        "%s: prompt %r, %d prompt tokens %s, params %s",
+        request_id, shown_prompt, len(token_ids), shown_ids, params,
+    )  # fmt: skip
+
+
+def _body_too_large(config: ServerConfig) -> APIError:
+    return APIError(
+        413, f"the request body is larger than {config.max_body_bytes} bytes", code="body_too_large"
+    )
+
+
+def _validation_error(error: ValidationError) -> APIError:
+    first = error.errors()[0]
+    if first["type"] == "json_invalid":
+        return invalid_request(f"the request body is not valid JSON: {first['msg']}")
+    if first["type"] == "model_type" and not first["loc"]:
+        return invalid_request("the request body must be a JSON object")
+    param = _param_of(first["loc"])
+    messages = [f"{_param_of(e['loc']) or 'body'}: {e['msg']}" for e in error.errors()[:3]]
+    return invalid_request("; ".join(messages), param)
+
+
+def _param_of(loc: tuple[int | str, ...]) -> str | None:
+    """The field an error is about: `messages[0]`, `stream_options`, ..."""
+    if not loc:
+        return None
+    param = str(loc[0])
+    if len(loc) > 1 and isinstance(loc[1], int):
+        param += f"[{loc[1]}]"
+    return param

@@ -1,0 +1,178 @@
+"""POST /v1/completions: text or token-id prompts (one or a batch), n samples each."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from aiohttp import web
+
+from llmservice.runtime.output_processor import CompletionDelta
+from llmservice.runtime.server.errors import not_implemented
+from llmservice.runtime.server.generation import PromptInput
+from llmservice.runtime.server.logprobs import CompletionLogprobs, merge_completion_logprobs
+from llmservice.runtime.server.protocol import CompletionRequest
+from llmservice.runtime.server.responder import respond
+from llmservice.runtime.server.serving_common import (
+    ServingContext,
+    check_common,
+    check_logprobs,
+    check_max_tokens,
+    check_prompt,
+    created,
+    log_request,
+    new_request_id,
+    parse_body,
+    sampling_params,
+    usage,
+)
+from llmservice.runtime.server.sse import client_gone
+
+
+async def create_completion(request: web.Request, context: ServingContext) -> web.StreamResponse:
+    """Validate, tokenize, submit, answer."""
+    body = await parse_body(request, CompletionRequest, context.config)
+    request_id = new_request_id("cmpl")
+    check_common(body, context, request_id)
+    check_max_tokens(body.max_tokens, "max_tokens", body.n, context)
+    check_logprobs(body.logprobs, "logprobs")
+    if body.echo and body.logprobs is not None:
+        raise not_implemented("echo with logprobs (prompt logprobs)", "echo")
+    prompts = _tokenize(body.prompt, context)
+    for prompt in prompts:
+        check_prompt(prompt.token_ids, body.max_tokens, "prompt", context)
+    if body.echo:  # echoed token-id prompts need their text
+        tokenizer = context.require_tokenizer()
+        prompts = [
+            p if p.text is not None else PromptInput(p.token_ids, tokenizer.decode(p.token_ids))
+            for p in prompts
+        ]
+    params = sampling_params(body, body.max_tokens, body.logprobs)
+    context.state.admit(len(prompts) * body.n)
+    for prompt in prompts:
+        log_request(context, request_id, prompt.text, prompt.token_ids, params)
+    generation = context.router.submit(
+        request_id, prompts, params, body.priority, lambda: client_gone(request)
+    )
+    model = body.model or context.config.served_model_names[0]
+    builder = _CompletionBuilder(request_id, model, body, prompts)
+    return await respond(request, generation, builder, body.stream, body.stream_options)
+
+
+def _tokenize(
+    prompt: str | list[str] | list[int] | list[list[int]], context: ServingContext
+) -> list[PromptInput]:
+    """The prompts of the request: a string, a batch of strings, token ids or a batch of them."""
+    items: list[str | list[int]]
+    if isinstance(prompt, str):
+        items = [prompt]
+    elif not prompt or isinstance(prompt[0], int):
+        items = [cast("list[int]", prompt)]  # one token-id prompt (or an empty one)
+    else:
+        items = list(prompt)
+    inputs = []
+    for item in items:
+        if isinstance(item, str):
+            tokenizer = context.require_tokenizer()
+            inputs.append(PromptInput(tokenizer.encode(item, add_special_tokens=True), item))
+        else:
+            inputs.append(PromptInput(list(item)))
+    return inputs
+
+
+class _CompletionBuilder:
+    """Chunks and body of a completions request."""
+
+    def __init__(
+        self,
+        request_id: str,
+        model: str,
+        body: CompletionRequest,
+        prompts: list[PromptInput],
+    ) -> None:
+        self._id = request_id
+        self._model = model
+        self._created = created()
+        self._echo = body.echo
+        self._prompts = prompts
+        self._n = body.n
+        num_choices = len(prompts) * body.n
+        self._texts: list[list[str]] = [[] for _ in range(num_choices)]
+        self._tokens = [0] * num_choices
+        self._finish: list[tuple[str | None, int | str | None]] = [(None, None)] * num_choices
+        self._logprobs: list[CompletionLogprobs] | None = None
+        self._logprob_parts: list[list[dict[str, Any]]] = [[] for _ in range(num_choices)]
+        if body.logprobs is not None:
+            self._logprobs = [CompletionLogprobs(body.logprobs) for _ in range(num_choices)]
+
+    def opening(self) -> list[dict[str, Any]]:
+        if not self._echo:
+            return []
+        return [
+            self._record(index, self._prompt_text(index), None, None, None)
+            for index in range(len(self._texts))
+        ]
+
+    def on_delta(self, index: int, delta: CompletionDelta) -> dict[str, Any] | None:
+        self._tokens[index] += len(delta.token_ids)
+        logprobs = None
+        if self._logprobs is not None and delta.logprobs is not None:
+            logprobs = self._logprobs[index].add(delta.token_ids, delta.logprobs)
+            self._logprob_parts[index].append(logprobs)
+        if not delta.text and delta.finish_reason is None and logprobs is None:
+            return None
+        return self._record(index, delta.text, logprobs, delta.finish_reason, delta.stop_reason)
+
+    def usage(self) -> dict[str, Any]:
+        prompt_tokens = sum(len(p.token_ids) for p in self._prompts)
+        return usage(prompt_tokens, sum(self._tokens), None)
+
+    def chunk(self, choices: list[dict[str, Any]]) -> dict[str, Any]:
+        return self._envelope(choices)
+
+    def response(self) -> dict[str, Any]:
+        choices = []
+        for index, texts in enumerate(self._texts):
+            finish_reason, stop_reason = self._finish[index]
+            choices.append(
+                {
+                    "index": index,
+                    "text": "".join(texts),
+                    "logprobs": merge_completion_logprobs(self._logprob_parts[index]),
+                    "finish_reason": finish_reason,
+                    "stop_reason": stop_reason,
+                }
+            )
+        body = self._envelope(choices)
+        body["usage"] = self.usage()
+        return body
+
+    def _record(
+        self,
+        index: int,
+        text: str,
+        logprobs: dict[str, Any] | None,
+        finish_reason: str | None,
+        stop_reason: int | str | None,
+    ) -> dict[str, Any]:
+        self._texts[index].append(text)
+        if finish_reason is not None:
+            self._finish[index] = (finish_reason, stop_reason)
+        return {
+            "index": index,
+            "text": text,
+            "logprobs": logprobs,
+            "finish_reason": finish_reason,
+            "stop_reason": stop_reason,
+        }
+
+    def _prompt_text(self, index: int) -> str:
+        return self._prompts[index // self._n].text or ""
+
+    def _envelope(self, choices: list[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            "id": self._id,
+            "object": "text_completion",
+            "created": self._created,
+            "model": self._model,
+            "choices": choices,
+        }
