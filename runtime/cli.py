@@ -18,6 +18,7 @@ from llmservice import __version__
 _COMMAND_MODULES: tuple[str, ...] = (
     "llmservice.runtime.bench.command",
     "llmservice.operator.cli",
+    "llmservice.runtime.server.command",
 )
 
 
