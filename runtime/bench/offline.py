@@ -76,6 +76,7 @@ class OfflineRun:
 def run_throughput(run: OfflineRun, workload: Workload) -> int:
     """W1/W3/W4: one batch of the workload's requests, timed; W4 with and without prefix
     caching. Prints one line per engine and setting; returns the exit status."""
+    _check_peer_subset(run, workload)
     prompts = make_prompts(workload, run.vocab_size, run.options.seed)
     warmup = _warmup_prompts(run, workload, run.warmup_requests)
     # W4 exists to compare the two; the other workloads run with the caching setting asked for.
@@ -176,8 +177,6 @@ def _measure_peer(
         return None, None
     spec = run.peer
     count = spec.num_requests
-    if count is not None and not 1 <= count <= workload.num_requests:
-        raise ValueError(f"peer_num_requests must be in [1, {workload.num_requests}], got {count}")
     options = dataclasses.replace(spec.options, prefix_sharing=prefix_sharing)
     opts = run.options
     try:
@@ -269,6 +268,13 @@ def _total(runs: tuple[GenerationRun, ...]) -> GenerationRun:
         prompt_tokens=sum(r.prompt_tokens for r in runs),
         output_tokens=sum(r.output_tokens for r in runs),
     )
+
+
+def _check_peer_subset(run: OfflineRun, workload: Workload) -> None:
+    # Checked before anything runs: a bad flag must not cost a full run of our engine first.
+    count = None if run.peer is None else run.peer.num_requests
+    if count is not None and not 1 <= count <= workload.num_requests:
+        raise ValueError(f"peer_num_requests must be in [1, {workload.num_requests}], got {count}")
 
 
 def _warmup_prompts(run: OfflineRun, workload: Workload, count: int) -> list[list[int]]:

@@ -81,6 +81,9 @@ class TransformersPeer:
         # Seconds the last `generate` spent setting up its manager (cache, warm-up), untimed.
         self.setup_s = 0.0
         self.attn_used = f"paged|{options.attn_implementation}"
+        self.num_blocks_used: int | None = options.num_blocks
+        self.max_batch_tokens_used: int | None = options.max_batch_tokens
+        self.cuda_graphs: Any = None
 
     def generate(self, prompts: list[list[int]], output_len: int) -> GenerationRun:
         from transformers import GenerationConfig
@@ -111,6 +114,7 @@ class TransformersPeer:
             # transformers picks the paged variant (and may prefer flash attention): record
             # what actually ran.
             self.attn_used = str(self._model.config._attn_implementation)
+            self._record_sizes(manager)
             start = time.perf_counter()
             request_ids = manager.add_requests(inputs=prompts, max_new_tokens=output_len)
             results = self._collect(manager, set(request_ids))
@@ -125,8 +129,9 @@ class TransformersPeer:
             "attn_implementation": self.attn_used,
             "dtype": self.dtype,
             "block_size": options.block_size,
-            "num_blocks": options.num_blocks,
-            "max_batch_tokens": options.max_batch_tokens,
+            "num_blocks": self.num_blocks_used,
+            "max_batch_tokens": self.max_batch_tokens_used,
+            "cuda_graphs": self.cuda_graphs,
             "compile_level": options.compile_level,
             "batch_setup_s": round(self.setup_s, 2),
         }
@@ -134,6 +139,15 @@ class TransformersPeer:
     def close(self) -> None:
         self._model = None
         release_device_memory()
+
+    def _record_sizes(self, manager: Any) -> None:
+        # The sizes transformers resolved (from free memory when not given), for the line.
+        processor = getattr(manager, "batch_processor", None)
+        cache = getattr(processor, "cache", None)
+        self.num_blocks_used = getattr(cache, "num_blocks", None)
+        self.max_batch_tokens_used = getattr(cache, "max_batch_tokens", None)
+        config = getattr(processor, "cb_config", None)
+        self.cuda_graphs = getattr(config, "use_cuda_graph", None)
 
     def _collect(self, manager: Any, pending: set[str]) -> dict[str, Any]:
         results: dict[str, Any] = {}
