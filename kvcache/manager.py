@@ -172,8 +172,9 @@ class KVCacheManager:
             need = self._cdiv(num_tokens) - len(table.blocks)
             if need > self._pool.num_free_blocks:
                 return None
-            table.blocks.extend(self._pool.allocate(need))
-            table.block_ids = tuple([b.block_id for b in table.blocks])
+            new_blocks = self._pool.allocate(need)
+            table.blocks += new_blocks
+            table.block_ids += tuple([b.block_id for b in new_blocks])
             table.num_slots = len(table.blocks) * self.block_size
             return table.block_ids
         if self._num_blocks_short(request, num_new_tokens, prefix) > 0:

@@ -176,10 +176,10 @@ class Scheduler:
         i = 0
         while i < len(running) and budget > 0:
             request = running[i]
-            num_new = request.num_tokens - request.num_computed_tokens
-            if num_new > budget:
-                num_new = budget
-            elif num_new <= 0:
+            start = request.num_computed_tokens
+            remaining = request.num_tokens - start
+            num_new = remaining if remaining <= budget else budget
+            if num_new <= 0:
                 # Its sampled token has not arrived yet (async scheduling): nothing to compute.
                 i += 1
                 continue
@@ -196,7 +196,10 @@ class Scheduler:
                 block_ids = kv.allocate_slots(request, num_new)
             if block_ids is None:
                 continue  # it preempted itself; running[i] is now the next request
-            chunks[request.request_id] = self._chunk(request, num_new, block_ids)
+            # The hot path of a step: `_chunk` inlined (one call less per running request).
+            request.num_computed_tokens = start + num_new
+            rid = request.request_id
+            chunks[rid] = new_chunk(rid, start, num_new, block_ids, num_new == remaining)
             budget -= num_new
             i += 1
         return budget
