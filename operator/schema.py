@@ -42,8 +42,15 @@ from llmservice.operator.schema_types import (
 
 
 def _object(model: type[CamelModel], description: str) -> Any:
-    """A nested object that is always present: the CRD defaults it to {} (then its fields)."""
-    return Field(default_factory=model, description=description, json_schema_extra={"default": {}})
+    """A nested object that is always present, defaulted to its fields' defaults.
+
+    The default is the whole object, not {}: the API server checks a default against the CEL
+    rules of its schema without filling in the inner defaults first.
+    """
+    default = model().model_dump(by_alias=True, exclude_none=True, mode="json")
+    return Field(
+        default_factory=model, description=description, json_schema_extra={"default": default}
+    )
 
 
 class ModelSpec(CamelModel):
