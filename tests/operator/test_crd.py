@@ -152,3 +152,12 @@ def test_the_openapi_schema_rejects_what_the_models_reject(
     jsonschema = pytest.importorskip("jsonschema")
     body["spec"].update(spec)
     assert list(jsonschema.Draft4Validator(openapi_schema()).iter_errors(body)), spec
+
+
+def test_object_defaults_are_complete() -> None:
+    """The API server checks a default against its CEL rules without inner defaulting: a
+    default of {} for autoscaling failed with "no such key: minReplicas" (found on a real API
+    server), so every object default must already hold its fields' defaults."""
+    for path, node in _nodes(openapi_schema()):
+        if node.get("type") == "object" and "default" in node:
+            assert node["default"] == apply_defaults(node["default"], node), path
