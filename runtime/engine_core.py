@@ -41,6 +41,9 @@ class EngineCoreRequest:
     """Lower is served first under the "priority" policy."""
     arrival_time: float = field(default_factory=time.monotonic)
     """time.monotonic() when the request arrived (FCFS order)."""
+    prefix_leader: str | None = None
+    """With prefix caching, wait until this request's prompt is computed, then start from its
+    cached blocks (the samples of an n > 1 request share the prompt this way)."""
 
 
 @dataclass(slots=True)
@@ -91,6 +94,8 @@ class EngineCore:
         )
         self.scheduler = Scheduler(config.scheduler, kv_cache)
         self._params: dict[str, SamplingParams] = {}
+        # Requests waiting for their prefix leader's prompt to be computed (by leader id).
+        self._deferred: dict[str, list[Request]] = {}
         self._prompt_tokens_total = 0
         self._generation_tokens_total = 0
 
@@ -121,6 +126,8 @@ class EngineCore:
                 f"than max_model_len={self.max_model_len} allows (it must leave room for one "
                 "output token)"
             )
+        if request.request_id in self._params:
+            raise ValueError(f"request {request.request_id!r} is already in the engine")
         params = request.sampling_params
         room = max(self.max_model_len - len(prompt), 1)
         max_tokens = room if params.max_tokens is None else min(params.max_tokens, room)
@@ -132,29 +139,38 @@ class EngineCore:
             min_tokens=min(params.min_tokens, max_tokens),
             stop_token_ids=frozenset(stop_ids),
         )
-        self.scheduler.add_request(
-            Request(
-                request.request_id,
-                prompt,
-                limits,
-                priority=request.priority,
-                arrival_time=request.arrival_time,
-            )
+        core_request = Request(
+            request.request_id,
+            prompt,
+            limits,
+            priority=request.priority,
+            arrival_time=request.arrival_time,
         )
+        leader = request.prefix_leader
+        if leader is not None and self._should_defer(leader, len(prompt)):
+            self._deferred.setdefault(leader, []).append(core_request)
+        else:
+            self.scheduler.add_request(core_request)
         self.model_runner.add_request(request.request_id, params)
         self._params[request.request_id] = params
 
     def abort_requests(self, request_ids: Iterable[str]) -> None:
         """Stop requests and free their KV blocks; unknown or finished ids are ignored."""
-        for request in self.scheduler.finish_requests(request_ids, RequestStatus.FINISHED_ABORTED):
-            self._params.pop(request.request_id, None)
+        ids = {request_ids} if isinstance(request_ids, str) else set(request_ids)
+        for leader, waiting in list(self._deferred.items()):
+            self._deferred[leader] = [r for r in waiting if r.request_id not in ids]
+        for request_id in ids:
+            self._params.pop(request_id, None)
+        self.scheduler.finish_requests(ids, RequestStatus.FINISHED_ABORTED)
+        self.model_runner.remove_requests(list(ids))
 
     def has_unfinished_requests(self) -> bool:
         """Whether any request is waiting or running."""
-        return self.scheduler.has_unfinished_requests()
+        return self.scheduler.has_unfinished_requests() or any(self._deferred.values())
 
     def step(self) -> list[EngineCoreOutput]:
         """One schedule -> execute -> update; the outputs of requests that got a token."""
+        self._release_deferred()
         if not self.scheduler.has_unfinished_requests():
             return []
         scheduled = self.scheduler.schedule()
@@ -169,6 +185,23 @@ class EngineCore:
             prompt_tokens_total=self._prompt_tokens_total,
             generation_tokens_total=self._generation_tokens_total,
         )
+
+    def _should_defer(self, leader: str, prompt_len: int) -> bool:
+        """Wait for the leader only if its cached prompt blocks could be shared."""
+        return (
+            self.config.cache.enable_prefix_caching
+            and prompt_len > self.config.cache.block_size
+            and self.scheduler.get_request(leader) is not None
+        )
+
+    def _release_deferred(self) -> None:
+        """Queue the requests whose leader has computed its prompt (or is gone)."""
+        for leader_id in list(self._deferred):
+            leader = self.scheduler.get_request(leader_id)
+            if leader is not None and leader.num_computed_tokens < leader.num_prompt_tokens:
+                continue
+            for request in self._deferred.pop(leader_id):
+                self.scheduler.add_request(request)
 
     def _make_outputs(
         self, result: RunnerOutput, finished: list[Request]

@@ -129,7 +129,15 @@ class OutputProcessor:
                 self._new_sample(request_id, index, prompt_token_ids, sample_params)
             )
             core_requests.append(
-                EngineCoreRequest(core_id, list(prompt_token_ids), sample_params, priority, arrival)
+                EngineCoreRequest(
+                    core_id,
+                    list(prompt_token_ids),
+                    sample_params,
+                    priority,
+                    arrival,
+                    # Samples after the first start from its cached prompt blocks.
+                    prefix_leader=core_requests[0].request_id if core_requests else None,
+                )
             )
         self._parents[request_id] = parent
         for core_request, sample in zip(core_requests, parent.samples, strict=True):
