@@ -5,7 +5,9 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -82,3 +84,17 @@ def test_crd_and_render_stay_light() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_the_runtime_accepts_the_flags_the_operator_passes(
+    example_path: Path, load_example: Callable[..., dict[str, Any]]
+) -> None:
+    from llmservice.operator.builders.runtime_args import server_args
+    from llmservice.operator.resource import parse_llmservice
+    from llmservice.runtime.cli import build_parser
+
+    svc = parse_llmservice(load_example(example_path))
+    parsed = build_parser().parse_args(["serve", *server_args(svc)])
+    assert parsed.port == 8000 and parsed.host == "0.0.0.0"
+    assert parsed.shutdown_timeout == svc.spec.shutdown_timeout_seconds
+    assert parsed.tensor_parallel_size == svc.spec.engine.tensor_parallel_size
