@@ -12,6 +12,7 @@ p99 TTFT stayed under the SLO.
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -94,6 +95,7 @@ async def _run(run: ServeRun, workload: Workload) -> int:
                     session, target, prompts, arrivals, bar.update
                 )
             record = _rate_record(run, workload, model, request_rate, results, duration_s, slo_ms)
+            _warn_if_batched_stream(record)
             emit(record)
             served = record["failures"] == 0 and record["meets_ttft_slo"]
             p99_by_rate.append((request_rate, record["ttft_p99_ms"] if served else None))
@@ -134,6 +136,16 @@ async def _served_model(session: aiohttp.ClientSession, run: ServeRun) -> str:
         await asyncio.sleep(_READY_POLL_S)
 
 
+def _warn_if_batched_stream(record: dict[str, Any]) -> None:
+    chunks = record["chunks_per_request"]
+    if chunks is not None and chunks < record["output_len"] / 2:
+        print(
+            f"warning: the server streamed {chunks:g} chunks per request for "
+            f"{record['output_len']} tokens: TTFT and ITL are per chunk, not per token",
+            file=sys.stderr,
+        )
+
+
 def _rate_record(
     run: ServeRun,
     workload: Workload,
@@ -164,6 +176,7 @@ def _rate_record(
         request_throughput=rate(len(ok), duration_s),
         output_tok_s=rate(output_tokens, duration_s),
         total_tok_s=rate(output_tokens + len(ok) * workload.prompt_len, duration_s),
+        chunks_per_request=round(sum(r.chunks for r in ok) / len(ok), 2) if ok else None,
     )
     for name, summary in (("ttft", ttft), ("itl", itl), ("e2e", e2e)):
         if summary is None:

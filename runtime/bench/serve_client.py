@@ -2,9 +2,11 @@
 
 Each request sends token ids as the prompt (`"prompt": [ids]`, as OpenAI's API allows), asks for
 exactly `max_tokens` tokens (`ignore_eos`) with `stream: true` and
-`stream_options.include_usage`, and times the server-sent events as they arrive:
-TTFT is the time to the first chunk that carries a token, each inter-token latency (ITL) the gap
-between two such chunks (as vLLM's `bench serve` measures them). A request fails on an HTTP
+`stream_options.include_usage`, and times the server-sent events as they arrive. As vLLM's
+`bench serve`, every chunk with a choice counts as a token event (its text may be empty: a token
+that does not decode to text on its own, or a model without a tokenizer): TTFT is the time to
+the first one, each inter-token latency (ITL) the gap between two. A server that sends fewer
+chunks than tokens makes these per-chunk figures; `chunks` tells. A request fails on an HTTP
 error, an `error` event, a broken stream, a timeout, or a token count other than asked for.
 """
 
@@ -43,6 +45,8 @@ class RequestResult:
     """Time to the end of the stream (or to the failure)."""
     output_tokens: int
     """Tokens received (the usage report's count when the server sends one)."""
+    chunks: int
+    """Token events received (chunks with a choice); equals output_tokens when streamed 1:1."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +123,7 @@ async def stream_completion(
                         return failed(
                             f"error event: {json.dumps(event['error'])[:_ERROR_BODY_CHARS]}"
                         )
-                    if _carries_token(event):
+                    if event.get("choices"):
                         token_times.append(time.perf_counter())
                     usage = event.get("usage")
                     if usage:
@@ -157,16 +161,6 @@ async def run_arrivals(
     return list(results), time.perf_counter() - start
 
 
-def _carries_token(event: dict[str, Any]) -> bool:
-    # A chunk with a choice carries a token, except a closing chunk that only reports the
-    # finish reason with no text (some servers send one after the last token).
-    choices = event.get("choices") or []
-    if not choices:
-        return False
-    choice = choices[0]
-    return bool(choice.get("text")) or choice.get("finish_reason") is None
-
-
 def _result(
     start: float, token_times: list[float], output_tokens: int, error: str | None
 ) -> RequestResult:
@@ -178,4 +172,5 @@ def _result(
         itl_s=tuple(float(b - a) for a, b in itertools.pairwise(token_times)),
         latency_s=end - start,
         output_tokens=output_tokens,
+        chunks=len(token_times),
     )

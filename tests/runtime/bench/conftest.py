@@ -96,6 +96,9 @@ class StubBehaviour:
     short_by: int = 0
     stall_from: int = 0  # requests from this one on (1-based) wait stall_s before streaming
     stall_s: float = 2.0
+    one_chunk: bool = (
+        False  # stream all tokens in one chunk (as a server without per-token flushes)
+    )
     bodies: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -113,9 +116,9 @@ def _app(behaviour: StubBehaviour) -> web.Application:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
         count = body["max_tokens"] - behaviour.short_by
-        for index in range(count):
+        for index in range(1 if behaviour.one_chunk else count):
             await asyncio.sleep(behaviour.token_delay_s)
-            last = index == count - 1
+            last = behaviour.one_chunk or index == count - 1
             chunk = {
                 "object": "text_completion",
                 "model": MODEL_ID,

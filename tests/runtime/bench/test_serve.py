@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
+import socket
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -39,9 +43,11 @@ def test_each_rate_gets_a_line_with_latencies_then_a_summary(
         assert line["e2e_p50_ms"] >= line["ttft_p50_ms"]
         assert line["output_tok_s"] == pytest.approx(12 * 5 / line["duration_s"], rel=0.01)
         assert line["meets_ttft_slo"] is True
+        assert line["chunks_per_request"] == 5
     assert summary["measurement"] == "summary"
     assert summary["rates_run"] == [40.0, 80.0]
     assert summary["max_rate_within_ttft_slo"] == 80.0
+    assert "warning" not in result.stderr
     # One warm-up request, then 12 per rate: token-id prompts of the asked length and vocab.
     assert len(stub.bodies) == 1 + 2 * 12
     for body in stub.bodies:
@@ -111,9 +117,70 @@ def test_a_server_that_is_not_there_is_reported_not_hung(
     assert "is not ready" in result.stderr and "after 1 s" in result.stderr
 
 
+def test_a_stream_batched_into_fewer_chunks_is_flagged(
+    run_bench: Callable[..., Any], stub_server: Callable[..., Any], tiny_model: Path
+) -> None:
+    with stub_server(one_chunk=True) as (url, _):
+        result = _serve(run_bench, url, tiny_model, "--rates", "50")
+    assert result.returncode == 0, result.stderr
+    line, _ = result.lines
+    assert (line["completed"], line["chunks_per_request"], line["itl_p50_ms"]) == (12, 1, None)
+    assert "streamed 1 chunks per request for 5 tokens" in result.stderr
+
+
 def test_poisson_arrivals_are_seeded_and_have_the_asked_rate() -> None:
     times = poisson_arrivals(4000, rate=20.0, seed=1, stream="a")
     assert times[0] == 0.0 and times == sorted(times)
     assert times[-1] / len(times) == pytest.approx(1 / 20.0, rel=0.05)
     assert poisson_arrivals(4000, 20.0, 1, "a") == times
     assert poisson_arrivals(4000, 20.0, 1, "b") != times
+
+
+@pytest.mark.slow
+def test_a_tiny_run_against_the_real_server(
+    run_bench: Callable[..., Any], tiny_model: Path, tmp_path: Path
+) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    exe = shutil.which("llmservice") or f"{sys.prefix}/bin/llmservice"
+    server_args = ["--load-format", "dummy", "--device", "cpu", "--dtype", "float32"]
+    with (tmp_path / "server.log").open("w") as log:
+        server = subprocess.Popen(
+            [
+                exe,
+                "serve",
+                str(tiny_model),
+                *server_args,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            result = _serve(
+                run_bench,
+                f"http://127.0.0.1:{port}",
+                tiny_model,
+                "--rates",
+                "20",
+                "--wait-ready-s",
+                "120",
+            )
+        finally:
+            server.terminate()
+            server.wait(timeout=60)
+    assert result.returncode == 0, result.stderr + (tmp_path / "server.log").read_text()[-3000:]
+    line, summary = result.lines
+    assert (line["model"], line["requests"], line["completed"], line["failures"]) == (
+        str(tiny_model),
+        12,
+        12,
+        0,
+    )
+    assert line["output_tok_s"] == pytest.approx(12 * 5 / line["duration_s"], rel=0.01)
+    assert line["ttft_p50_ms"] is not None and line["chunks_per_request"] >= 1
+    assert summary["rates_run"] == [20.0]
