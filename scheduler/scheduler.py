@@ -9,8 +9,16 @@ by recompute: its blocks are freed and it is requeued at the front, to be recomp
 (prompt and outputs so far) when blocks are free again.
 
 Sync use, once per step: `out = schedule()`, run the model on `out`, `update(out, sampled)`.
-`schedule()` advances `num_computed_tokens` right away, so a caller may schedule step N+1 before
-step N's tokens arrive (async scheduling; see `update`).
+
+Async use (overlapping step N+1's scheduling with step N on the GPU) is not built yet. Because
+`schedule()` advances `num_computed_tokens` at once, calling it again before `update(N)` is safe:
+prefill chunks continue, and a decoding request whose token is still unknown simply gets no
+chunk (its `num_tokens == num_computed_tokens`). To also overlap decodes, a request would carry
+a count of output placeholders (tokens sampled on the device, not yet appended) that
+`schedule()` counts as known tokens; the runner would feed each placeholder position from step
+N's sampled-token tensor on the device; `update(N)` would append the real token and drop the
+placeholder. `update()` already skips chunks of requests that finished, were aborted or were
+preempted in the meantime, and caches blocks only at update time (computed means computed).
 """
 
 from __future__ import annotations

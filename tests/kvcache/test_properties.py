@@ -7,26 +7,11 @@ wrong), and `check_integrity()` must pass after every operation.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from llmservice.kvcache import BlockHash, KVCacheManager
-
-
-@dataclass
-class Req:
-    request_id: str
-    all_token_ids: list[int]
-    num_computed_tokens: int = 0
-    extra_keys: tuple[object, ...] = ()
-    block_hashes: list[BlockHash] = field(default_factory=list)
-
-    @property
-    def num_tokens(self) -> int:
-        return len(self.all_token_ids)
-
+from llmservice.kvcache import KVCacheManager
+from llmservice.scheduler import Request, RequestLimits
 
 OPS = st.lists(
     st.tuples(
@@ -60,13 +45,14 @@ def test_random_programs_keep_the_pool_consistent_and_hits_exact(
     prompts = [base[:cut] + [7] * tail for cut, tail in cuts]
     kv = KVCacheManager(num_blocks, block_size)
     shadow: dict[int, tuple[object, ...]] = {}  # block id -> (extra keys, *context tokens)
-    active: list[Req] = []
+    active: list[Request] = []
     for n, (kind, i, amount) in enumerate(ops):
         # admit: a new request with prompt i; the others act on an active request.
         req = active[i % len(active)] if active else None
         num_cached_before = kv._pool.num_cached_blocks
         if kind == "admit":
-            req = Req(f"r{n}", list(prompts[i]), extra_keys=extra[i])
+            limits = RequestLimits(max_tokens=1)
+            req = Request(f"r{n}", prompts[i], limits, extra_keys=extra[i])
             prefix = kv.find_cached_prefix(req)
             assert prefix.num_tokens < req.num_tokens
             for k, block in enumerate(prefix.blocks):
@@ -85,7 +71,8 @@ def test_random_programs_keep_the_pool_consistent_and_hits_exact(
             kv.cache_computed_blocks(req, end)
         elif kind == "grow" and req is not None:
             if kv.allocate_slots(req, req.num_tokens + amount - req.num_computed_tokens):
-                req.all_token_ids.extend([i % 3] * amount)
+                for _ in range(amount):
+                    req.append_output_token(i % 3)
         elif kind == "free" and req is not None:
             kv.free(req.request_id)
             active.remove(req)

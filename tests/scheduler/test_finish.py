@@ -34,41 +34,38 @@ def test_max_tokens_finishes_with_exactly_that_many_tokens(
     assert s.kv_cache.usage == 0.0
 
 
-def test_a_stop_token_finishes_the_request_and_is_recorded(
-    make_scheduler: MakeScheduler, make_request: MakeRequest, step: Step, expected_token: Token
+@pytest.mark.parametrize(
+    ("min_tokens", "stop_outputs", "num_outputs", "stopped_by"),
+    [
+        (0, [2], 2, 2),  # the 2nd output is a stop token: it ends the request
+        (3, [2, 4], 4, 4),  # min_tokens=3 holds back the 2nd; the 4th stops it
+        (2, [2], 2, 2),  # a stop token exactly at min_tokens stops
+        (3, [1], 5, None),  # a stop token before min_tokens never comes back: max_tokens ends it
+    ],
+)
+def test_stop_tokens_respect_min_tokens(
+    make_scheduler: MakeScheduler,
+    make_request: MakeRequest,
+    step: Step,
+    expected_token: Token,
+    min_tokens: int,
+    stop_outputs: list[int],
+    num_outputs: int,
+    stopped_by: int | None,
 ) -> None:
     s = make_scheduler()
-    stop = expected_token("a", 6)  # the second output token
-    r = make_request("a", 5, max_tokens=10, stop_token_ids=frozenset({stop}))
-    s.add_request(r)
-    _run(s, step)
-    assert r.output_token_ids == [expected_token("a", 5), stop]
-    assert r.status is RequestStatus.FINISHED_STOPPED and r.stop_reason == stop
-
-
-def test_min_tokens_holds_back_stop_tokens(
-    make_scheduler: MakeScheduler, make_request: MakeRequest, step: Step, expected_token: Token
-) -> None:
-    s = make_scheduler()
-    early_stop, late_stop = expected_token("a", 6), expected_token("a", 8)
+    # The fake model's k-th output token (1-based) of a 5-token prompt sits at position 4 + k.
+    stops = {k: expected_token("a", 4 + k) for k in stop_outputs}
     r = make_request(
-        "a", 5, max_tokens=10, min_tokens=3, stop_token_ids=frozenset({early_stop, late_stop})
+        "a", 5, max_tokens=5, min_tokens=min_tokens, stop_token_ids=frozenset(stops.values())
     )
     s.add_request(r)
     _run(s, step)
-    assert r.num_output_tokens == 4  # the 2nd is ignored; the 4th stops it
-    assert r.stop_reason == late_stop
-
-
-def test_a_stop_token_exactly_at_min_tokens_stops(
-    make_scheduler: MakeScheduler, make_request: MakeRequest, step: Step, expected_token: Token
-) -> None:
-    s = make_scheduler()
-    stop = expected_token("a", 6)
-    r = make_request("a", 5, max_tokens=10, min_tokens=2, stop_token_ids=frozenset({stop}))
-    s.add_request(r)
-    _run(s, step)
-    assert r.num_output_tokens == 2 and r.status is RequestStatus.FINISHED_STOPPED
+    assert r.output_token_ids == [expected_token("a", 4 + k) for k in range(1, num_outputs + 1)]
+    if stopped_by is None:
+        assert r.status is RequestStatus.FINISHED_LENGTH and r.stop_reason is None
+    else:
+        assert r.status is RequestStatus.FINISHED_STOPPED and r.stop_reason == stops[stopped_by]
 
 
 def test_no_request_grows_past_max_model_len(
