@@ -120,8 +120,8 @@ def _add_engine_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--enable-prefix-caching",
         action=argparse.BooleanOptionalAction,
-        default=True,
-        help="W4 always runs both ways",
+        default=None,
+        help="default on; W4 runs both ways unless one is given",
     )
 
 
@@ -246,13 +246,14 @@ def _offline_run(args: argparse.Namespace) -> OfflineRun:
             gpu_memory_utilization=args.gpu_memory_utilization,
             max_num_seqs=args.max_num_seqs,
             max_num_batched_tokens=args.max_num_batched_tokens,
-            enable_prefix_caching=args.enable_prefix_caching,
+            enable_prefix_caching=args.enable_prefix_caching is not False,
         ),
         model_path=_model_path(args.model),
         model_label=_model_label(args.model),
         device=device,
         vocab_size=_vocab_size(args.model),
         warmup_requests=args.warmup_requests,
+        prefix_caching_asked=args.enable_prefix_caching,
         peer=peer,
     )
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import sys
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -16,6 +17,9 @@ from llmservice.runtime.bench.measure import GenerationRun
 
 if TYPE_CHECKING:
     from llmservice.runtime.llm import LLM
+
+# More than this left allocated after an engine closed means it was not released.
+_LEFT_ALLOCATED_WARNING_GIB = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,14 +104,22 @@ class LLMServiceEngine:
         if callable(shutdown):
             shutdown()
         del llm
-        release_device_memory()
+        release_device_memory(self.name)
 
 
-def release_device_memory() -> None:
-    """Collect garbage and hand cached CUDA memory back, so the next engine starts clean."""
+def release_device_memory(engine: str) -> None:
+    """Collect garbage and hand cached CUDA memory back, so the next engine starts clean; warn
+    when `engine` left memory allocated (something still references its tensors)."""
     gc.collect()
     import torch
 
     if torch.cuda.is_available():
         torch.cuda.synchronize()
         torch.cuda.empty_cache()
+        left_gib = torch.cuda.memory_allocated() / 2**30
+        if left_gib > _LEFT_ALLOCATED_WARNING_GIB:
+            print(
+                f"warning: {left_gib:.1f} GiB of CUDA memory still allocated after closing "
+                f"{engine}: the next engine gets less",
+                file=sys.stderr,
+            )

@@ -138,7 +138,7 @@ class TransformersPeer:
 
     def close(self) -> None:
         self._model = None
-        release_device_memory()
+        release_device_memory(self.name)
 
     def _record_sizes(self, manager: Any) -> None:
         # The sizes transformers resolved (from free memory when not given), for the line.

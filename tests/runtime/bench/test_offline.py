@@ -84,6 +84,31 @@ def test_shared_prefix_workload_runs_with_and_without_prefix_caching(
         _check_rates(line)
 
 
+def test_shared_prefix_workload_runs_only_the_mode_asked_for(
+    run_bench: Callable[..., Any], tiny_model: Path
+) -> None:
+    result = run_bench(
+        "throughput",
+        "--workload",
+        "W4",
+        "--num-requests",
+        "2",
+        "--input-len",
+        "4",
+        "--shared-prefix-len",
+        "16",
+        "--output-len",
+        "2",
+        "--model",
+        str(tiny_model),
+        *CPU,
+        "--no-enable-prefix-caching",
+    )
+    assert result.returncode == 0, result.stderr
+    (line,) = result.lines
+    assert (line["workload"], line["prefix_caching"], line["output_tokens"]) == ("W4", False, 4)
+
+
 def test_latency_reports_ms_per_token_and_start_up_separately(
     run_bench: Callable[..., Any], tiny_model: Path
 ) -> None:
