@@ -26,8 +26,8 @@ from llmservice.kernels.triton_utils import (
     next_power_of_2,
     num_sms,
     require_last_dim_contiguous,
-    require_power_of_2_head_dim,
     require_same_device,
+    require_supported_head_dim,
 )
 
 LOG2E = 1.4426950408889634
@@ -203,7 +203,7 @@ def paged_attention(
         raise ValueError(
             f"decode attention needs one query token per sequence, got {query.shape[0]} for {num_seqs}"
         )
-    require_power_of_2_head_dim(head_dim)
+    require_supported_head_dim(head_dim)
     require_same_device(query=query, k_cache=k_cache, block_tables=block_tables, seq_lens=seq_lens)
     if k_cache.stride() != v_cache.stride():
         raise ValueError("k_cache and v_cache must have the same strides")

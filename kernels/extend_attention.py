@@ -27,8 +27,8 @@ from llmservice.kernels.triton_utils import (
     dot_precision,
     next_power_of_2,
     require_last_dim_contiguous,
-    require_power_of_2_head_dim,
     require_same_device,
+    require_supported_head_dim,
 )
 
 LOG2E = 1.4426950408889634
@@ -40,7 +40,7 @@ class ExtendConfig:
 
     block_m: int = 128
     """Query rows per program: tokens x (query heads per KV head, padded to a power of two)."""
-    block_n: int = 64
+    block_n: int = 128
     """Context tokens per loop iteration."""
     num_warps: int = 8
     """Warps per program."""
@@ -54,6 +54,7 @@ def default_config(head_dim: int, device: torch.device) -> ExtendConfig:
         return ExtendConfig(block_m=32, block_n=16, num_warps=4, num_stages=1)
     if head_dim <= 64:
         return ExtendConfig(block_m=128, block_n=64, num_warps=4, num_stages=3)
+    # H100, d=128: the best of the configurations swept at 4K (BENCHMARKS.md, Kernels).
     return ExtendConfig()
 
 
@@ -96,11 +97,12 @@ def _attend_keys(
         else:
             k = tl.load(k_cache_ptr + kv)
             v = tl.load(v_cache_ptr + kv)
-        s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale  # (BLOCK_M, BLOCK_N)
+        s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION)  # (BLOCK_M, BLOCK_N), unscaled
         if CAUSAL_MASK:
             s = tl.where(offs_n[None, :] <= q_pos[:, None], s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        p = tl.exp2(s - m_new[:, None])
+        # m_i is in scaled (log2) units; the scale folds into one FMA before the exp2.
+        m_new = tl.maximum(m_i, tl.max(s, 1) * qk_scale)
+        p = tl.exp2(s * qk_scale - m_new[:, None])
         alpha = tl.exp2(m_i - m_new)
         l_i = l_i * alpha + tl.sum(p, 1)
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
@@ -127,6 +129,7 @@ def _extend_kernel(
     cache_stride_s,
     cache_stride_h,
     block_tables_stride,
+    NUM_KV_HEADS: tl.constexpr,
     BLOCK_SIZE: tl.constexpr,
     GROUP: tl.constexpr,  # query heads per KV head
     GROUP_PAD: tl.constexpr,  # GROUP rounded up to a power of two
@@ -135,9 +138,11 @@ def _extend_kernel(
     BLOCK_N: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
-    # Reversed ids: a sequence's last tiles see the most keys, so they start first.
-    pid = tl.num_programs(0) - 1 - tl.program_id(0)
-    kv_head = tl.program_id(1)
+    # One flat grid, KV heads varying fastest and tile ids reversed: a sequence's last tiles
+    # see the most keys, so the heaviest programs of every head start first (shorter tail).
+    flat = tl.num_programs(0) - 1 - tl.program_id(0)
+    kv_head = flat % NUM_KV_HEADS
+    pid = flat // NUM_KV_HEADS
 
     # The sequence of this tile: the last i with query_start_loc[i] // BLOCK_Q + i <= pid.
     lo = tl.full([], 0, tl.int32)  # tensors from the start: loop-carried types must not change
@@ -214,7 +219,7 @@ def paged_attention(
     num_tokens, num_heads, head_dim = query.shape
     _, block_size, num_kv_heads, _ = k_cache.shape
     num_seqs = seq_lens.shape[0]
-    require_power_of_2_head_dim(head_dim)
+    require_supported_head_dim(head_dim)
     require_same_device(query=query, k_cache=k_cache, block_tables=block_tables, seq_lens=seq_lens)
     if k_cache.stride() != v_cache.stride():
         raise ValueError("k_cache and v_cache must have the same strides")
@@ -229,7 +234,7 @@ def paged_attention(
     require_last_dim_contiguous(query=query, k_cache=k_cache, out=out)
     if num_seqs == 0:
         return out
-    grid = (num_tokens // block_q + num_seqs, num_kv_heads)
+    grid = ((num_tokens // block_q + num_seqs) * num_kv_heads,)
     _extend_kernel[grid](
         query,
         k_cache,
@@ -248,6 +253,7 @@ def paged_attention(
         k_cache.stride(1),
         k_cache.stride(2),
         block_tables.stride(0),
+        NUM_KV_HEADS=num_kv_heads,
         BLOCK_SIZE=block_size,
         GROUP=group,
         GROUP_PAD=group_pad,

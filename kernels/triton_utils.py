@@ -27,11 +27,11 @@ def require_last_dim_contiguous(**tensors: torch.Tensor) -> None:
             raise ValueError(f"{name} must have a contiguous last dimension (stride 1)")
 
 
-def require_power_of_2_head_dim(head_dim: int) -> None:
-    """The attention kernels tile head_dim whole: 16, 32, 64, 128 or 256."""
-    if head_dim not in (16, 32, 64, 128, 256):
+def require_supported_head_dim(head_dim: int) -> None:
+    """The attention kernels hold a whole head in a tile: 16, 32, 64 or 128 (the tested sizes)."""
+    if head_dim not in (16, 32, 64, 128):
         raise ValueError(
-            f"the Triton attention kernels need head_dim in 16..256, a power of two; got {head_dim}"
+            f"the Triton attention kernels support head_dim 16, 32, 64 or 128, got {head_dim}"
         )
 
 
