@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shlex
 import shutil
 import subprocess
 import sys
@@ -66,14 +67,13 @@ def tiny_model(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def run_bench() -> Callable[..., BenchRun]:
-    """Run the installed `llmservice bench` console script with arguments; parse its stdout,
-    which must hold nothing but JSON lines."""
+    """Run the installed `llmservice bench` console script: `run("throughput --workload W1",
+    *more_args)`; parse its stdout, which must hold nothing but JSON lines."""
 
-    def run(*args: str, timeout: float = 300) -> BenchRun:
+    def run(command: str, *args: str, timeout: float = 300) -> BenchRun:
         exe = shutil.which("llmservice") or f"{sys.prefix}/bin/llmservice"
-        done = subprocess.run(
-            [exe, "bench", *args], capture_output=True, text=True, timeout=timeout
-        )
+        argv = [exe, "bench", *shlex.split(command), *args]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
         lines = [json.loads(line) for line in done.stdout.splitlines()]
         return BenchRun(done.returncode, lines, done.stderr)
 

@@ -16,7 +16,7 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-CPU = ["--device", "cpu", "--dtype", "float32", "--warmup-requests", "1"]
+CPU = "--device cpu --dtype float32 --warmup-requests 1"
 
 
 def _check_rates(line: dict[str, Any]) -> None:
@@ -31,18 +31,9 @@ def test_throughput_reports_exact_token_counts(
     run_bench: Callable[..., Any], tiny_model: Path
 ) -> None:
     result = run_bench(
-        "throughput",
-        "--workload",
-        "W1",
-        "--num-requests",
-        "4",
-        "--input-len",
-        "16",
-        "--output-len",
-        "4",
+        f"throughput --workload W1 --num-requests 4 --input-len 16 --output-len 4 {CPU}",
         "--model",
         str(tiny_model),
-        *CPU,
     )
     assert result.returncode == 0, result.stderr
     (line,) = result.lines
@@ -60,20 +51,10 @@ def test_shared_prefix_workload_runs_with_and_without_prefix_caching(
     run_bench: Callable[..., Any], tiny_model: Path
 ) -> None:
     result = run_bench(
-        "throughput",
-        "--workload",
-        "W4",
-        "--num-requests",
-        "3",
-        "--input-len",
-        "8",
-        "--shared-prefix-len",
-        "32",
-        "--output-len",
-        "3",
+        f"throughput --workload W4 --num-requests 3 --input-len 8 --shared-prefix-len 32 "
+        f"--output-len 3 {CPU}",
         "--model",
         str(tiny_model),
-        *CPU,
     )
     assert result.returncode == 0, result.stderr
     cached, uncached = result.lines
@@ -88,21 +69,10 @@ def test_shared_prefix_workload_runs_only_the_mode_asked_for(
     run_bench: Callable[..., Any], tiny_model: Path
 ) -> None:
     result = run_bench(
-        "throughput",
-        "--workload",
-        "W4",
-        "--num-requests",
-        "2",
-        "--input-len",
-        "4",
-        "--shared-prefix-len",
-        "16",
-        "--output-len",
-        "2",
+        f"throughput --workload W4 --num-requests 2 --input-len 4 --shared-prefix-len 16 "
+        f"--output-len 2 {CPU} --no-enable-prefix-caching",
         "--model",
         str(tiny_model),
-        *CPU,
-        "--no-enable-prefix-caching",
     )
     assert result.returncode == 0, result.stderr
     (line,) = result.lines
@@ -113,19 +83,9 @@ def test_latency_reports_ms_per_token_and_start_up_separately(
     run_bench: Callable[..., Any], tiny_model: Path
 ) -> None:
     result = run_bench(
-        "latency",
-        "--input-len",
-        "8",
-        "--output-len",
-        "6",
-        "--num-iters",
-        "2",
+        "latency --input-len 8 --output-len 6 --num-iters 2 --device cpu --dtype float32",
         "--model",
         str(tiny_model),
-        "--device",
-        "cpu",
-        "--dtype",
-        "float32",
     )
     assert result.returncode == 0, result.stderr
     (line,) = result.lines
@@ -150,24 +110,10 @@ def test_peer_runs_the_same_workload_subset_and_the_ratio_is_on_our_line(
     run_bench: Callable[..., Any], tiny_model: Path
 ) -> None:
     result = run_bench(
-        "throughput",
-        "--workload",
-        "W1",
-        "--num-requests",
-        "4",
-        "--input-len",
-        "16",
-        "--output-len",
-        "4",
+        f"throughput --workload W1 --num-requests 4 --input-len 16 --output-len 4 {CPU} "
+        "--peer transformers --peer-num-requests 2 --peer-block-size 16",
         "--model",
         str(tiny_model),
-        *CPU,
-        "--peer",
-        "transformers",
-        "--peer-num-requests",
-        "2",
-        "--peer-block-size",
-        "16",
     )
     assert result.returncode == 0, result.stderr
     ours, peer = result.lines
@@ -186,16 +132,9 @@ def test_a_peer_subset_larger_than_the_workload_is_refused_before_running(
     run_bench: Callable[..., Any], tiny_model: Path
 ) -> None:
     result = run_bench(
-        "throughput",
-        "--num-requests",
-        "2",
+        f"throughput --num-requests 2 {CPU} --peer transformers --peer-num-requests 3",
         "--model",
         str(tiny_model),
-        *CPU,
-        "--peer",
-        "transformers",
-        "--peer-num-requests",
-        "3",
     )
     assert result.returncode == 1
     assert "peer_num_requests must be in [1, 2], got 3" in result.stderr
