@@ -72,6 +72,20 @@ class Scheduler:
             )
         if request.status is not RequestStatus.WAITING or request.num_tokens != num_prompt:
             raise ValueError(f"request {rid!r} was already scheduled once; make a new Request")
+        if isinstance(request.priority, bool) or not isinstance(request.priority, int):
+            raise ValueError(f"request {rid!r}: priority must be an int, got {request.priority!r}")
+        if isinstance(request.arrival_time, bool) or not isinstance(
+            request.arrival_time, (int, float)
+        ):
+            raise ValueError(
+                f"request {rid!r}: arrival_time must be a number, got {request.arrival_time!r}"
+            )
+        try:
+            hash(request.extra_keys)
+        except TypeError:
+            raise ValueError(
+                f"request {rid!r}: extra_keys must be a tuple of hashable values"
+            ) from None
         self._requests[rid] = request
         self.waiting.add(request)
 
@@ -132,9 +146,15 @@ class Scheduler:
                 request = requests.get(chunk.request_id)
                 if request is None or request.status is not _RUNNING:
                     continue
-                kv.cache_computed_blocks(request, chunk.num_computed_tokens + chunk.num_new_tokens)
+                end = chunk.num_computed_tokens + chunk.num_new_tokens
+                kv.cache_computed_blocks(request, end)
                 if not chunk.samples:
                     continue
+                if request.num_tokens != end:
+                    raise ValueError(
+                        f"request {chunk.request_id!r} already has {request.num_tokens} tokens, "
+                        f"its chunk ends at {end}: update() applied twice or out of order"
+                    )
                 token = sampled.get(chunk.request_id)
                 if token is None:
                     raise ValueError(f"no sampled token for request {chunk.request_id!r}")

@@ -91,6 +91,12 @@ def test_add_request_refuses_what_can_never_run(
     s.add_request(make_request("c", 2))
     with pytest.raises(ValueError, match="'c' is already in the scheduler"):
         s.add_request(make_request("c", 2))
+    with pytest.raises(ValueError, match="priority must be an int"):
+        s.add_request(Request("p", [1], RequestLimits(max_tokens=1), priority=None))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="arrival_time must be a number"):
+        s.add_request(Request("t", [1], RequestLimits(max_tokens=1), arrival_time="now"))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="extra_keys must be a tuple of hashable values"):
+        s.add_request(Request("x", [1], RequestLimits(max_tokens=1), extra_keys=([1],)))
     used = make_request("d", 2, max_tokens=1)
     s.add_request(used)
     _run(s, step)
@@ -185,6 +191,19 @@ def test_update_refuses_a_missing_sampled_token(
     out = s.schedule()
     with pytest.raises(ValueError, match="no sampled token for request 'a'"):
         s.update(out, {})
+
+
+def test_update_refuses_the_same_output_twice(
+    make_scheduler: MakeScheduler, make_request: MakeRequest
+) -> None:
+    s = make_scheduler()
+    r = make_request("a", 5)
+    s.add_request(r)
+    out = s.schedule()
+    s.update(out, {"a": 1})
+    with pytest.raises(ValueError, match="already has 6 tokens, its chunk ends at 5"):
+        s.update(out, {"a": 1})
+    assert r.output_token_ids == [1]
 
 
 def test_update_returns_finished_requests_once_and_reports_them_next_step(
