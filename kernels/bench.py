@@ -2,8 +2,8 @@
 
     python -m llmservice.kernels.bench [--sweep]
 
-decode: 64 sequences x 4096 context, one new token each; achieved GB/s counts the K/V bytes
-read (the floor of the problem) against the H100's measured ~3.0 TB/s.
+decode: 64 (and 8) sequences x 4096 context, one new token each; achieved GB/s counts the K/V
+bytes read (the floor of the problem) against the H100's measured ~3.0 TB/s.
 prefill: 4096-token prompts (1 and 4 of them), causal; TFLOP/s counts the causal FLOPs
 2*2*S*S*d*H/2 per prompt against the H100's measured ~800 bf16 TFLOP/s. torch's SDPA (flash)
 on contiguous K/V of the same shapes is a peer figure.
@@ -35,13 +35,13 @@ NUM_HEADS, NUM_KV_HEADS, BLOCK_SIZE = 32, 8, 16
 Config = decode_attention.DecodeConfig | extend_attention.ExtendConfig
 DECODE_SWEEP = [
     decode_attention.DecodeConfig(block_n=n, num_warps=w, num_stages=s, programs_per_sm=p)
-    for n, w, s, p in [(64, 4, 3, 4), (32, 4, 3, 4), (64, 4, 4, 4), (64, 4, 3, 2)]
+    for n, w, s, p in [(64, 4, 3, 8), (32, 4, 3, 2)]
 ]  # fmt: skip
 PREFILL_SWEEP = [
     extend_attention.ExtendConfig(block_m=m, block_n=n, num_warps=w, num_stages=s)
     for m, n, w, s in [
-        (128, 64, 8, 3), (256, 64, 8, 3), (128, 128, 8, 2), (64, 64, 4, 3), (256, 128, 8, 2),
-        (128, 64, 4, 3), (64, 128, 4, 2),
+        (128, 128, 8, 3), (128, 64, 4, 3), (256, 64, 8, 4), (256, 64, 16, 3), (256, 128, 16, 2),
+        (256, 32, 8, 4),
     ]
 ]  # fmt: skip
 
@@ -95,15 +95,18 @@ def bench_configs(
         report(name, config, head_dim=head_dim, ms=ms, rel_error=rel_error, **figures(ms))
 
 
-def bench_decode(head_dim: int, device: torch.device, configs: Sequence[Config]) -> None:
-    batch = llama_batch([4096] * 64, [1] * 64, head_dim, device)
-    kv_bytes = 2 * 64 * 4096 * NUM_KV_HEADS * head_dim * batch.k_cache.element_size()
+def bench_decode(
+    head_dim: int, num_seqs: int, device: torch.device, configs: Sequence[Config]
+) -> None:
+    batch = llama_batch([4096] * num_seqs, [1] * num_seqs, head_dim, device)
+    kv_bytes = 2 * num_seqs * 4096 * NUM_KV_HEADS * head_dim * batch.k_cache.element_size()
 
     def figures(ms: float) -> dict[str, float]:
         gbs = kv_bytes / ms / 1e6
         return {"gb_per_s": gbs, "pct_of_3000_gbs": 100 * gbs / HBM_GBS}
 
-    bench_configs("decode 64 x 4096", batch, decode_attention.paged_attention, configs, figures)
+    name = f"decode {num_seqs} x 4096"
+    bench_configs(name, batch, decode_attention.paged_attention, configs, figures)
 
 
 def bench_prefill(
@@ -152,8 +155,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         if options.sweep:
             decode_configs += DECODE_SWEEP
             prefill_configs += PREFILL_SWEEP
-        bench_decode(head_dim, device, decode_configs)
+        bench_decode(head_dim, 64, device, decode_configs)
         bench_prefill(head_dim, 1, device, prefill_configs)
+    bench_decode(128, 8, device, [decode_attention.DecodeConfig()])  # split-KV at work
     bench_prefill(128, 4, device, [extend_attention.default_config(128, device)])
     bench_mixed(device)
 

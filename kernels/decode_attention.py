@@ -43,8 +43,9 @@ class DecodeConfig:
     """Warps per program."""
     num_stages: int = 3
     """Software-pipelining depth of the K/V loads."""
-    programs_per_sm: int = 8
-    """Target programs per SM when choosing the number of splits."""
+    programs_per_sm: int = 2
+    """Target programs per SM when choosing the number of splits (H100: 2 beat 4, 8, 16, 32
+    at 64 x 4K, where it means one split and no merge)."""
     min_split_tokens: int = 256
     """A split never covers fewer context tokens than this (the merge has a cost)."""
 

@@ -38,9 +38,9 @@ LOG2E = 1.4426950408889634
 class ExtendConfig:
     """Launch parameters of the extend kernel."""
 
-    block_m: int = 128
+    block_m: int = 256
     """Query rows per program: tokens x (query heads per KV head, padded to a power of two)."""
-    block_n: int = 128
+    block_n: int = 64
     """Context tokens per loop iteration."""
     num_warps: int = 8
     """Warps per program."""
@@ -52,9 +52,9 @@ def default_config(head_dim: int, device: torch.device) -> ExtendConfig:
     """Tuned tiles on a GPU; small ones for the interpreter, which runs tiles with numpy."""
     if device.type != "cuda":
         return ExtendConfig(block_m=32, block_n=16, num_warps=4, num_stages=1)
+    # The best of the configurations swept on an H100 at a 4K prompt (BENCHMARKS.md, Kernels).
     if head_dim <= 64:
-        return ExtendConfig(block_m=128, block_n=64, num_warps=4, num_stages=3)
-    # H100, d=128: the best of the configurations swept at 4K (BENCHMARKS.md, Kernels).
+        return ExtendConfig(block_m=128, block_n=64, num_warps=8, num_stages=3)
     return ExtendConfig()
 
 

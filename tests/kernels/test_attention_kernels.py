@@ -28,6 +28,15 @@ def test_dispatcher_uses_the_reference_on_the_cpu() -> None:
     torch.testing.assert_close(ops.paged_attention(*args), reference.paged_attention(*args))
 
 
+def test_decode_splits_long_contexts_only_when_the_batch_leaves_sms_idle() -> None:
+    from llmservice.kernels.decode_attention import DecodeConfig, choose_num_splits
+
+    h100, config = torch.device("cpu"), DecodeConfig()  # 132 SMs assumed off the GPU
+    assert choose_num_splits(64, 8, 4096, h100, config) == 1  # 512 programs fill 132 SMs
+    assert choose_num_splits(1, 8, 4096, h100, config) == 4096 // config.min_split_tokens
+    assert choose_num_splits(1, 8, 300, h100, config) == 1  # too short to be worth a merge
+
+
 def gpu_batch(
     device: torch.device,
     seq_lens: list[int],
