@@ -160,6 +160,11 @@ def _add_peer_flags(parser: argparse.ArgumentParser, subset: bool = True) -> Non
     )
     peer.add_argument("--peer-block-size", type=int, default=256, help="tokens per KV block (256)")
     peer.add_argument(
+        "--peer-timeout-s",
+        type=float,
+        help="stop the peer after this many seconds per batch; our line is printed regardless",
+    )
+    peer.add_argument(
         "--peer-compile-level",
         type=int,
         default=0,
@@ -232,6 +237,7 @@ def _offline_run(args: argparse.Namespace) -> OfflineRun:
                 max_batch_tokens=args.peer_max_batch_tokens,
                 block_size=args.peer_block_size,
                 compile_level=args.peer_compile_level,
+                timeout_s=args.peer_timeout_s,
             ),
             num_requests=getattr(args, "peer_num_requests", None),
         )

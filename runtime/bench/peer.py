@@ -46,6 +46,9 @@ class PeerOptions:
     """transformers' `default_compile_level` (0: eager, 1-3: torch.compile, slower warm-up)."""
     prefix_sharing: bool = True
     """Share the KV blocks of common prompt prefixes (transformers' `allow_block_sharing`)."""
+    timeout_s: float | None = None
+    """Give up on a batch (BenchmarkError) after this many seconds; None waits as long as it
+    takes. Bounds the peer so a command under a time limit still prints our own line."""
 
 
 class TransformersPeer:
@@ -151,8 +154,16 @@ class TransformersPeer:
 
     def _collect(self, manager: Any, pending: set[str]) -> dict[str, Any]:
         results: dict[str, Any] = {}
+        timeout_s = self.options.timeout_s
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
         with ProgressBar(f"{self.name} requests", len(pending)) as bar:
             while pending:
+                if deadline is not None and time.monotonic() > deadline:
+                    # Leaving the context manager stops transformers' generation thread.
+                    raise BenchmarkError(
+                        f"transformers did not finish within --peer-timeout-s {timeout_s:g} "
+                        f"({bar.done} of {bar.total} requests done)"
+                    )
                 result = manager.get_result(timeout=_POLL_S)
                 if result is None:
                     if not manager.is_running():

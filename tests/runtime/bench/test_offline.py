@@ -17,6 +17,12 @@ import pytest
 pytestmark = pytest.mark.slow
 
 CPU = "--device cpu --dtype float32 --warmup-requests 1"
+# transformers sizes its CPU KV cache from psutil's view of host memory; without psutil it
+# sees 0 bytes and refuses to start (MemoryError in PagedAttentionMemoryHandler).
+NEEDS_PSUTIL = pytest.mark.skipif(
+    importlib.util.find_spec("psutil") is None,
+    reason="transformers' generate_batch on the CPU needs psutil to size its KV cache",
+)
 
 
 def _check_rates(line: dict[str, Any]) -> None:
@@ -100,12 +106,7 @@ def test_latency_reports_ms_per_token_and_start_up_separately(
     assert line["elapsed_s"] == pytest.approx(sum(line["latencies_s"]), abs=1e-3)
 
 
-# transformers sizes its CPU KV cache from psutil's view of host memory; without psutil it
-# sees 0 bytes and refuses to start (MemoryError in PagedAttentionMemoryHandler).
-@pytest.mark.skipif(
-    importlib.util.find_spec("psutil") is None,
-    reason="transformers' generate_batch on the CPU needs psutil to size its KV cache",
-)
+@NEEDS_PSUTIL
 def test_peer_runs_the_same_workload_subset_and_the_ratio_is_on_our_line(
     run_bench: Callable[..., Any], tiny_model: Path
 ) -> None:
@@ -126,6 +127,23 @@ def test_peer_runs_the_same_workload_subset_and_the_ratio_is_on_our_line(
     ratio = ours["total_tok_s"] / peer["total_tok_s"]
     assert ours["speedup_vs_transformers"] == pytest.approx(ratio, rel=0.02)
     assert ours["speedup_metric"] == "total_tok_s"
+
+
+@NEEDS_PSUTIL
+def test_a_peer_past_its_timeout_is_reported_on_our_line_and_in_the_exit_status(
+    run_bench: Callable[..., Any], tiny_model: Path
+) -> None:
+    result = run_bench(
+        f"throughput --num-requests 2 --input-len 8 --output-len 2 {CPU} "
+        "--peer transformers --peer-timeout-s 0",
+        "--model",
+        str(tiny_model),
+    )
+    assert result.returncode == 1
+    (ours,) = result.lines
+    assert ours["engine"] == "llmservice" and ours["output_tokens"] == 4
+    assert ours["peer_error"].startswith("BenchmarkError: transformers did not finish within")
+    assert "speedup_vs_transformers" not in ours
 
 
 def test_a_peer_subset_larger_than_the_workload_is_refused_before_running(
