@@ -30,7 +30,9 @@ def main() -> None:
     args = parser.parse_args()
 
     n, bs = args.num_requests, args.block_size
-    max_model_len = args.prompt_len + args.steps + 64
+    # Room for the prefill steps (early requests decode meanwhile) and every timed step.
+    prefill_steps = -(-n * args.prompt_len // args.max_num_batched_tokens)
+    max_model_len = args.prompt_len + prefill_steps + args.steps + 16
     blocks_per_request = -(-max_model_len // bs)
     kv = KVCacheManager(n * blocks_per_request + 1, bs, not args.no_prefix_caching)
     config = SchedulerConfig(
