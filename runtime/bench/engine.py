@@ -99,11 +99,8 @@ class LLMServiceEngine:
         }
 
     def close(self) -> None:
-        llm, self._llm = self._llm, None
-        shutdown = getattr(llm, "shutdown", None)
-        if callable(shutdown):
-            shutdown()
-        del llm
+        # The last reference: the LLM's model and KV cache go with it.
+        self._llm = None
         release_device_memory(self.name)
 
 

@@ -231,16 +231,17 @@ def _record(
         total_tok_s=rate(total.prompt_tokens + total.output_tokens, total.elapsed_s),
     )
     if total.num_requests < workload.num_requests * len(measurement.runs):
-        # The peer ran a subset: rates are per second of its own (smaller) run; the projection
-        # scales its wall time linearly to the full workload, which favours it (a bigger batch
-        # would not finish sooner per request on the same engine).
+        # The peer ran a subset: its rates are per second of its own, smaller run, whose
+        # batches are smaller than the full workload's would be; a continuous-batching engine
+        # is usually faster per token in bigger batches, so the ratio against our full run
+        # overstates our lead. Same for the projection, which scales its time linearly.
         record["subset_of_requests"] = workload.num_requests
         record["projected_elapsed_s"] = round(
             total.elapsed_s * workload.num_requests * len(measurement.runs) / total.num_requests, 3
         )
         record["note"] = (
-            f"ran the first {total.num_requests} of {workload.num_requests} requests; "
-            "tok/s figures are over this subset"
+            f"ran the first {total.num_requests} of {workload.num_requests} requests; tok/s "
+            "figures are over this subset (smaller batches: likely below its full-run rate)"
         )
     if peer_error is not None:
         record["peer_error"] = peer_error

@@ -3,8 +3,8 @@
 transformers 5.x serves a batch of token-id prompts with a paged KV cache and continuous
 batching through `model.generate_batch`, which is a thin loop around
 `model.continuous_batching_context_manager(...)`. We enter that context manager ourselves so
-that its set-up (KV cache allocation, CUDA-graph warm-up) is timed as start-up, like our
-`LLM(...)`, and only the requests themselves are timed, like our `llm.generate`.
+that its set-up (KV cache allocation, CUDA-graph warm-up) is timed apart (`batch_setup_s`), as
+our `LLM(...)` start-up is, and only the requests themselves are timed, like our `llm.generate`.
 
 The model is built from the same `config.json` with random weights (as our `load_format="dummy"`)
 directly on the device. The attention implementation is switched to transformers' paged variant
@@ -90,10 +90,9 @@ class TransformersPeer:
 
     def generate(self, prompts: list[list[int]], output_len: int) -> GenerationRun:
         from transformers import GenerationConfig
-
-        make_generation_config: Any = GenerationConfig
         from transformers.generation.continuous_batching.utils import WorkloadHints
 
+        make_generation_config: Any = GenerationConfig  # untyped, as above
         if self._model is None:
             raise RuntimeError("the peer was closed")
         # eos_token_id=-1 matches no token: every request runs to max_new_tokens (ignore_eos).
