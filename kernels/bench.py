@@ -131,7 +131,7 @@ def bench_prefill(
 
 def bench_mixed(device: torch.device) -> None:
     batch = llama_batch([2048] + [1024] * 128, [2048] + [1] * 128, 128, device)
-    default = extend_attention.default_config(128, device)
+    default = extend_attention.default_config(128, device, 2048 + 128, 1 + 128)
     bench_configs(
         "mixed 2048-token chunk + 128 decodes x 1024",
         batch,
@@ -151,14 +151,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     head_dims = (128, 64) if options.sweep else (128,)
     for head_dim in head_dims:
         decode_configs = [decode_attention.DecodeConfig()]
-        prefill_configs = [extend_attention.default_config(head_dim, device)]
+        prefill_configs = [extend_attention.default_config(head_dim, device, 4096, 1)]
         if options.sweep:
             decode_configs += DECODE_SWEEP
             prefill_configs += PREFILL_SWEEP
         bench_decode(head_dim, 64, device, decode_configs)
         bench_prefill(head_dim, 1, device, prefill_configs)
     bench_decode(128, 8, device, [decode_attention.DecodeConfig()])  # split-KV at work
-    bench_prefill(128, 4, device, [extend_attention.default_config(128, device)])
+    bench_prefill(128, 4, device, [extend_attention.default_config(128, device, 4 * 4096, 4)])
     bench_mixed(device)
 
 

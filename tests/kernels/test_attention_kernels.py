@@ -37,6 +37,16 @@ def test_decode_splits_long_contexts_only_when_the_batch_leaves_sms_idle() -> No
     assert choose_num_splits(1, 8, 300, h100, config) == 1  # too short to be worth a merge
 
 
+def test_extend_tiles_follow_the_batch_shape() -> None:
+    from llmservice.kernels.extend_attention import default_config
+
+    gpu = torch.device("cuda")  # only the device type is read
+    prefill = default_config(128, gpu, num_tokens=4 * 4096, num_seqs=4)
+    mostly_decodes = default_config(128, gpu, num_tokens=2048 + 128, num_seqs=1 + 128)
+    assert prefill.block_m > mostly_decodes.block_m
+    assert default_config(128, torch.device("cpu"), 4096, 1).block_m <= 32  # interpreter
+
+
 def gpu_batch(
     device: torch.device,
     seq_lens: list[int],
