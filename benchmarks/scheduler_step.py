@@ -27,12 +27,18 @@ def main() -> None:
     parser.add_argument("--block-size", type=int, default=16)
     parser.add_argument("--max-num-batched-tokens", type=int, default=8192)
     parser.add_argument("--no-prefix-caching", action="store_true")
+    parser.add_argument(
+        "--lockstep",
+        action="store_true",
+        help="equal prompt lengths: every request fills a block in the same step (worst case); "
+        "by default lengths differ by up to a block, so 1/block_size of them fill one per step",
+    )
     args = parser.parse_args()
 
     n, bs = args.num_requests, args.block_size
     # Room for the prefill steps (early requests decode meanwhile) and every timed step.
     prefill_steps = -(-n * args.prompt_len // args.max_num_batched_tokens)
-    max_model_len = args.prompt_len + prefill_steps + args.steps + 16
+    max_model_len = args.prompt_len + bs + prefill_steps + args.steps + 16
     blocks_per_request = -(-max_model_len // bs)
     kv = KVCacheManager(n * blocks_per_request + 1, bs, not args.no_prefix_caching)
     config = SchedulerConfig(
@@ -43,7 +49,8 @@ def main() -> None:
     scheduler = Scheduler(config, kv)
     for i in range(n):
         # Distinct prompts: every block is hashed and cached, none is shared.
-        prompt = [(i * 7919 + j) % 32000 for j in range(args.prompt_len)]
+        prompt_len = args.prompt_len + (0 if args.lockstep else i % bs)
+        prompt = [(i * 7919 + j) % 32000 for j in range(prompt_len)]
         scheduler.add_request(Request(f"req-{i}", prompt, RequestLimits(max_tokens=10**9)))
 
     def step() -> None:
@@ -93,11 +100,13 @@ def main() -> None:
                 "prompt_len": args.prompt_len,
                 "block_size": bs,
                 "prefix_caching": not args.no_prefix_caching,
+                "lockstep": args.lockstep,
                 "steps": args.steps,
                 "step_us_mean": round(statistics.fmean(total) / 1e3, 1),
                 "step_us_p50": round(total[len(total) // 2] / 1e3, 1),
                 "step_us_p99": round(total[int(len(total) * 0.99)] / 1e3, 1),
                 "step_cpu_us_p50": round(cpu_ns[len(cpu_ns) // 2] / 1e3, 1),
+                "step_cpu_us_p99": round(cpu_ns[int(len(cpu_ns) * 0.99)] / 1e3, 1),
                 "schedule_us_p50": round(sorted(schedule_ns)[len(total) // 2] / 1e3, 1),
                 "update_us_p50": round(sorted(update_ns)[len(total) // 2] / 1e3, 1),
                 "schedule_us_mean": round(statistics.fmean(schedule_ns) / 1e3, 1),
