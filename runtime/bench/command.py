@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -176,14 +177,16 @@ def _add_peer_flags(parser: argparse.ArgumentParser, subset: bool = True) -> Non
 def _throughput(args: argparse.Namespace) -> int:
     from llmservice.runtime.bench.offline import run_throughput
 
-    return _guarded(lambda: run_throughput(_offline_run(args), _workload(args)))
+    return _guarded(lambda: run_throughput(_offline_run(args), _workload(args, args.workload)))
 
 
 def _latency(args: argparse.Namespace) -> int:
     from llmservice.runtime.bench.offline import run_latency
 
-    args.workload, args.num_requests, args.warmup_requests = "W2", None, 1
-    return _guarded(lambda: run_latency(_offline_run(args), _workload(args), args.num_iters))
+    # W2 is one request at a time; its warm-up is one request of the measured shape, made by
+    # run_latency itself.
+    args.num_requests, args.warmup_requests = None, 1
+    return _guarded(lambda: run_latency(_offline_run(args), _workload(args, "W2"), args.num_iters))
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -192,8 +195,7 @@ def _serve(args: argparse.Namespace) -> int:
     from llmservice.runtime.bench.serve import ServeRun, run_serve
 
     def run() -> int:
-        args.workload = "W5"
-        workload = _workload(args)
+        workload = _workload(args, "W5")
         if args.rates is not None:
             workload = dataclasses.replace(workload, request_rates=args.rates)
         serve_run = ServeRun(
@@ -213,8 +215,9 @@ def _serve(args: argparse.Namespace) -> int:
     return _guarded(run)
 
 
-def _workload(args: argparse.Namespace) -> Workload:
-    return get_workload(args.workload).with_sizes(
+def _workload(args: argparse.Namespace, name: str) -> Workload:
+    """The workload `name` with the size flags of `args` applied."""
+    return get_workload(name).with_sizes(
         num_requests=args.num_requests,
         input_len=args.input_len,
         output_len=args.output_len,
@@ -264,7 +267,7 @@ def _offline_run(args: argparse.Namespace) -> OfflineRun:
     )
 
 
-def _guarded(run: Any) -> int:
+def _guarded(run: Callable[[], int]) -> int:
     """Run a benchmark; a bad setting or a failed run ends with its message, not a traceback."""
     try:
         return int(run())
