@@ -18,19 +18,15 @@ import torch
 import triton
 import triton.language as tl
 
-from llmservice.kernels.reference import check_attention_shapes
 from llmservice.kernels.triton_utils import (
+    LOG2E,
     MIN_DOT_DIM,
     cdiv,
+    check_paged_attention_args,
     dot_precision,
     next_power_of_2,
     num_sms,
-    require_last_dim_contiguous,
-    require_same_device,
-    require_supported_head_dim,
 )
-
-LOG2E = 1.4426950408889634
 
 
 @dataclass(frozen=True)
@@ -196,7 +192,9 @@ def paged_attention(
 
     `num_splits` (default: chosen from the shapes) and `config` are for tests and tuning.
     """
-    check_attention_shapes(query, k_cache, v_cache, block_tables, seq_lens, query_start_loc, out)
+    check_paged_attention_args(
+        query, k_cache, v_cache, block_tables, seq_lens, query_start_loc, out
+    )
     config = config or DecodeConfig()
     num_seqs, num_heads, head_dim = seq_lens.shape[0], query.shape[1], query.shape[2]
     _, block_size, num_kv_heads, _ = k_cache.shape
@@ -204,13 +202,8 @@ def paged_attention(
         raise ValueError(
             f"decode attention needs one query token per sequence, got {query.shape[0]} for {num_seqs}"
         )
-    require_supported_head_dim(head_dim)
-    require_same_device(query=query, k_cache=k_cache, block_tables=block_tables, seq_lens=seq_lens)
-    if k_cache.stride() != v_cache.stride():
-        raise ValueError("k_cache and v_cache must have the same strides")
     if out is None:
         out = torch.empty_like(query)
-    require_last_dim_contiguous(query=query, k_cache=k_cache, out=out)
 
     max_context = block_tables.shape[1] * block_size
     splits = num_splits or choose_num_splits(

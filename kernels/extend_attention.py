@@ -22,16 +22,12 @@ import torch
 import triton
 import triton.language as tl
 
-from llmservice.kernels.reference import check_attention_shapes
 from llmservice.kernels.triton_utils import (
+    LOG2E,
+    check_paged_attention_args,
     dot_precision,
     next_power_of_2,
-    require_last_dim_contiguous,
-    require_same_device,
-    require_supported_head_dim,
 )
-
-LOG2E = 1.4426950408889634
 
 
 @dataclass(frozen=True)
@@ -228,14 +224,12 @@ def paged_attention(
 
     `config` is for tests and tuning.
     """
-    check_attention_shapes(query, k_cache, v_cache, block_tables, seq_lens, query_start_loc, out)
+    check_paged_attention_args(
+        query, k_cache, v_cache, block_tables, seq_lens, query_start_loc, out
+    )
     num_tokens, num_heads, head_dim = query.shape
     _, block_size, num_kv_heads, _ = k_cache.shape
     num_seqs = seq_lens.shape[0]
-    require_supported_head_dim(head_dim)
-    require_same_device(query=query, k_cache=k_cache, block_tables=block_tables, seq_lens=seq_lens)
-    if k_cache.stride() != v_cache.stride():
-        raise ValueError("k_cache and v_cache must have the same strides")
     config = config or default_config(head_dim, query.device, num_tokens, num_seqs)
     group = num_heads // num_kv_heads
     group_pad = next_power_of_2(group)
@@ -244,7 +238,6 @@ def paged_attention(
     block_q = config.block_m // group_pad
     if out is None:
         out = torch.empty_like(query)
-    require_last_dim_contiguous(query=query, k_cache=k_cache, out=out)
     if num_seqs == 0:
         return out
     grid = ((num_tokens // block_q + num_seqs) * num_kv_heads,)

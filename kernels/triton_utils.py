@@ -6,8 +6,12 @@ import functools
 
 import torch
 
+from llmservice.kernels.reference import check_attention_shapes
+
 # Triton's tl.dot needs every dimension to be at least this.
 MIN_DOT_DIM = 16
+# The attention kernels take exp2 of scores scaled by softmax_scale * log2(e).
+LOG2E = 1.4426950408889634
 
 
 def cdiv(a: int, b: int) -> int:
@@ -57,3 +61,30 @@ def num_sms(device: torch.device) -> int:
     if device.type != "cuda":
         return 132
     return _sm_count(device.index if device.index is not None else torch.cuda.current_device())
+
+
+def check_paged_attention_args(
+    query: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    block_tables: torch.Tensor,
+    seq_lens: torch.Tensor,
+    query_start_loc: torch.Tensor,
+    out: torch.Tensor | None,
+) -> None:
+    """The reference's shape checks plus what the Triton attention kernels need of layouts."""
+    check_attention_shapes(query, k_cache, v_cache, block_tables, seq_lens, query_start_loc, out)
+    require_supported_head_dim(query.shape[2])
+    require_same_device(
+        query=query,
+        k_cache=k_cache,
+        v_cache=v_cache,
+        block_tables=block_tables,
+        seq_lens=seq_lens,
+        query_start_loc=query_start_loc,
+    )
+    if k_cache.stride() != v_cache.stride():
+        raise ValueError("k_cache and v_cache must have the same strides")
+    require_last_dim_contiguous(query=query, k_cache=k_cache)
+    if out is not None:
+        require_last_dim_contiguous(out=out)

@@ -31,18 +31,7 @@ def dense_attention(batch: PagedBatch, scale: float) -> torch.Tensor:
 
 
 def run_reference(batch: PagedBatch, scale: float) -> torch.Tensor:
-    reference.write_kv_cache(
-        batch.key, batch.value, batch.k_cache, batch.v_cache, batch.slot_mapping
-    )
-    return reference.paged_attention(
-        batch.query,
-        batch.k_cache,
-        batch.v_cache,
-        batch.block_tables,
-        batch.seq_lens,
-        batch.query_start_loc,
-        scale,
-    )
+    return reference.paged_attention(*batch.attention_args(scale))  # writes the new K/V first
 
 
 def random_lengths(rng: random.Random, kind: str, num_seqs: int) -> tuple[list[int], list[int]]:
@@ -98,17 +87,8 @@ def test_paged_attention_fills_and_returns_out() -> None:
     batch = make_paged_batch(
         [9, 5], [3, 5], num_heads=2, num_kv_heads=1, head_dim=16, block_size=4, dtype=torch.float32
     )
-    out = torch.full_like(batch.query, float("nan"))
-    result = reference.paged_attention(
-        batch.query,
-        batch.k_cache,
-        batch.v_cache,
-        batch.block_tables,
-        batch.seq_lens,
-        batch.query_start_loc,
-        0.25,
-        out=out,
-    )
+    out = batch.poisoned_out()
+    result = reference.paged_attention(*batch.attention_args(0.25), out=out)
     assert result is out
     assert not out.isnan().any()
 
