@@ -35,8 +35,8 @@ class ServerConfig:
     """Waiting samples beyond which new requests get 503; None = 4 x max_num_seqs."""
     max_n: int = 128
     """Largest `n` a request may ask for."""
-    max_total_tokens: int = 1 << 20
-    """Largest n * max_tokens (per prompt) a request may ask for."""
+    max_sequences_per_request: int = 32
+    """n * max_tokens may not exceed this many full-length (max_model_len) sequences."""
     max_body_bytes: int = 32 * 1024 * 1024
     """Largest request body; a larger one gets 413."""
     max_header_bytes: int = 16 * 1024

@@ -12,9 +12,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from llmservice.runtime.output_processor import CompletionDelta
 from llmservice.runtime.server.metrics import RequestClock
+
+if TYPE_CHECKING:  # it imports torch: loaded only once the engine core is starting
+    from llmservice.runtime.output_processor import CompletionDelta
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,7 @@ import logging
 import signal
 import socket
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -29,6 +29,10 @@ from llmservice.runtime.server.runner import EnvelopeRunner
 from llmservice.runtime.server.serving_common import ServingContext
 from llmservice.runtime.server.state import ServerState
 
+if TYPE_CHECKING:
+    from llmservice.runtime.output_processor import OutputProcessor
+    from llmservice.runtime.tokenizer import Tokenizer
+
 logger = logging.getLogger("llmservice.server")
 
 # After the engine fails, /health answers 503 this long before the process exits, so a probe
@@ -36,7 +40,6 @@ logger = logging.getLogger("llmservice.server")
 _FAILURE_GRACE_S = 2.0
 # How long aiohttp waits for handlers to return after the drain (they end fast: all aborted).
 _HANDLER_GRACE_S = 5.0
-_GIB = 1024**3
 
 
 class Lifecycle:
@@ -55,17 +58,15 @@ class Lifecycle:
             loop.add_signal_handler(signum, self._on_signal, signum)
         phases: list[tuple[str, float]] = []
         started = time.monotonic()
-        listener = _bind(self._config)
-        from llmservice.runtime.builtin import resolve_model_path
-        from llmservice.runtime.output_processor import OutputProcessor
-        from llmservice.runtime.tokenizer import Tokenizer
-
-        phases.append(("bind + imports", time.monotonic() - started))
-        started = time.monotonic()
+        try:
+            listener = _bind(self._config)
+        except OSError as error:
+            logger.error("cannot listen on %s:%d: %s", self._config.host, self._config.port, error)
+            return 1
         client = CoreClient(self._engine_kwargs, self._config.heartbeat_interval_s)
-        tokenizer_load = asyncio.ensure_future(
-            asyncio.to_thread(Tokenizer.from_folder, resolve_model_path(self._config.model))
-        )
+        # The tokenizer and the output processor import transformers and torch (seconds): load
+        # them in a thread while the engine core process starts, rather than before it.
+        frontend = asyncio.ensure_future(asyncio.to_thread(_load_frontend, self._config.model))
         try:
             ready = await self._until_stopped(client.start())
         except EngineDeadError as error:
@@ -75,17 +76,27 @@ class Lifecycle:
         if ready is None:  # signalled during start-up
             await client.shutdown()
             return 0
-        tokenizer = await tokenizer_load
-        phases.append(("engine core start", time.monotonic() - started))
+        phases.append(("engine core ready (wall)", time.monotonic() - started))
+        try:
+            tokenizer, processor, load_seconds = await frontend
+        except Exception:
+            logger.exception("loading the tokenizer failed")
+            await client.shutdown()
+            return 1
+        phases.append(("API process: tokenizer (in parallel)", load_seconds))
         started = time.monotonic()
         metrics = ServerMetrics(self._config.latency_buckets)
-        router = RequestRouter(OutputProcessor(tokenizer), metrics)
+        router = RequestRouter(processor, metrics)
         client.listen(router)
         router.attach(client)
         state = ServerState(
             self._config.max_waiting_requests or 4 * ready.max_num_seqs,
             self._config.retry_after_s,
-            lambda: max(router.num_in_flight - metrics.core_stats.num_running, 0),
+            # Samples beyond max_num_seqs must wait; the core's own count (which also sees KV
+            # pressure) lags by a step, so the larger of the two.
+            lambda: max(
+                router.num_in_flight - ready.max_num_seqs, metrics.core_stats.num_waiting, 0
+            ),
         )
         context = ServingContext(
             config=self._config,
@@ -171,6 +182,17 @@ class Lifecycle:
                 return
 
 
+def _load_frontend(model: str) -> tuple[Tokenizer | None, OutputProcessor, float]:
+    """The tokenizer and the output processor of the API process, and the seconds it took."""
+    started = time.monotonic()
+    from llmservice.runtime.builtin import resolve_model_path
+    from llmservice.runtime.output_processor import OutputProcessor
+    from llmservice.runtime.tokenizer import Tokenizer
+
+    tokenizer = Tokenizer.from_folder(resolve_model_path(model))
+    return tokenizer, OutputProcessor(tokenizer), time.monotonic() - started
+
+
 def _bind(config: ServerConfig) -> socket.socket:
     family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
     return socket.create_server((config.host, config.port), family=family, backlog=1024)
@@ -183,14 +205,14 @@ def _log_startup(ready: CoreReady, phases: list[tuple[str, float]], config: Serv
     activations = (
         "not profiled on this device"
         if memory.activations_bytes is None
-        else f"{memory.activations_bytes / _GIB:.2f} GiB"
+        else _size(memory.activations_bytes)
     )
     logger.info(
-        "memory: weights %.2f GiB, activations %s, KV cache %.2f GiB = %d tokens; "
+        "memory: weights %s, activations %s, KV cache %s = %d tokens; "
         "max concurrency at %d tokens per request: %.1f",
-        memory.weights_bytes / _GIB,
+        _size(memory.weights_bytes),
         activations,
-        memory.kv_cache_bytes / _GIB,
+        _size(memory.kv_cache_bytes),
         memory.kv_cache_tokens,
         memory.max_model_len,
         memory.max_concurrency,
@@ -202,3 +224,10 @@ def _log_startup(ready: CoreReady, phases: list[tuple[str, float]], config: Serv
         config.port,
         ready.pid,
     )
+
+
+def _size(num_bytes: int) -> str:
+    for unit, scale in (("GiB", 1024**3), ("MiB", 1024**2)):
+        if num_bytes >= scale:
+            return f"{num_bytes / scale:.2f} {unit}"
+    return f"{num_bytes / 1024:.1f} KiB"

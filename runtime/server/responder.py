@@ -10,16 +10,18 @@ went away, the engine died, or anything raised.
 from __future__ import annotations
 
 import logging
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import web
 
-from llmservice.runtime.output_processor import CompletionDelta
 from llmservice.runtime.server.core_client import EngineDeadError
 from llmservice.runtime.server.errors import APIError
 from llmservice.runtime.server.generation import Generation
 from llmservice.runtime.server.protocol import StreamOptions
 from llmservice.runtime.server.sse import ClientGone, SSEStream
+
+if TYPE_CHECKING:  # it imports torch: loaded only once the engine core is starting
+    from llmservice.runtime.output_processor import CompletionDelta
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +56,7 @@ async def respond(
     try:
         if stream:
             return await _stream(request, generation, builder, stream_options)
+        builder.opening()  # recorded into the body (an echo), not sent on its own
         async for index, delta in generation:
             builder.on_delta(index, delta)
         return web.json_response(

@@ -17,14 +17,17 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from llmservice.runtime.output_processor import CompletionDelta, OutputProcessor
 from llmservice.runtime.sampling_params import SamplingParams
 from llmservice.runtime.server.core_client import CoreClient, EngineDeadError
 from llmservice.runtime.server.core_protocol import CoreUpdate
 from llmservice.runtime.server.errors import invalid_request
 from llmservice.runtime.server.generation import Generation, PromptInput, SampleState
 from llmservice.runtime.server.metrics import RequestClock, ServerMetrics
+
+if TYPE_CHECKING:  # it imports torch: loaded only once the engine core is starting
+    from llmservice.runtime.output_processor import OutputProcessor
 
 logger = logging.getLogger(__name__)
 
@@ -111,6 +114,10 @@ class RequestRouter:
         if self._client is not None:
             self._client.abort(core_ids)
         self._release(generation)
+        # NOTE: imported here, not at the top: the module imports torch, which the API process
+        # loads only while the engine core starts (the router exists only after that).
+        from llmservice.runtime.output_processor import CompletionDelta
+
         now = time.monotonic()
         for choice_index, sample in generation.samples.items():
             if sample.finished:

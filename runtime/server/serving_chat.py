@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jinja2
 from aiohttp import web
 
-from llmservice.runtime.output_processor import CompletionDelta
 from llmservice.runtime.server.errors import invalid_request
 from llmservice.runtime.server.generation import PromptInput
 from llmservice.runtime.server.logprobs import chat_logprobs
@@ -28,6 +27,9 @@ from llmservice.runtime.server.serving_common import (
     usage,
 )
 from llmservice.runtime.server.sse import client_gone
+
+if TYPE_CHECKING:  # it imports torch: loaded only once the engine core is starting
+    from llmservice.runtime.output_processor import CompletionDelta
 
 # Arguments of apply_chat_template that chat_template_kwargs must not override.
 _RESERVED_TEMPLATE_KWARGS = frozenset(
@@ -54,7 +56,7 @@ async def create_chat_completion(
     )
     token_ids = context.require_tokenizer().encode(prompt_text, add_special_tokens=False)
     room = check_prompt(token_ids, max_tokens, "messages", context)
-    if max_tokens is None and body.n * room > context.config.max_total_tokens:
+    if max_tokens is None:  # the default fills the model's room: n times that must fit too
         check_max_tokens(room, param, body.n, context)
     params = sampling_params(body, room, (body.top_logprobs or 0) if body.logprobs else None)
     context.state.admit(body.n)

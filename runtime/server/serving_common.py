@@ -114,7 +114,7 @@ def check_max_tokens(max_tokens: int | None, param: str, n: int, context: Servin
             f"({room} tokens: max_model_len {context.max_model_len} minus a 1-token prompt)",
             param,
         )
-    cap = context.config.max_total_tokens
+    cap = context.config.max_sequences_per_request * context.max_model_len
     if n * max_tokens > cap:
         raise invalid_request(f"n * {param} = {n * max_tokens} is above the limit {cap}", param)
 

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from aiohttp import web
 
-from llmservice.runtime.output_processor import CompletionDelta
 from llmservice.runtime.server.errors import not_implemented
 from llmservice.runtime.server.generation import PromptInput
 from llmservice.runtime.server.logprobs import CompletionLogprobs, merge_completion_logprobs
@@ -26,6 +25,9 @@ from llmservice.runtime.server.serving_common import (
     usage,
 )
 from llmservice.runtime.server.sse import client_gone
+
+if TYPE_CHECKING:  # it imports torch: loaded only once the engine core is starting
+    from llmservice.runtime.output_processor import CompletionDelta
 
 
 async def create_completion(request: web.Request, context: ServingContext) -> web.StreamResponse:

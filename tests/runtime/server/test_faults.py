@@ -1,0 +1,145 @@
+"""Faults on real servers: a killed or hung EngineCore, and SIGTERM under load."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from server_harness import ServerProcess, start_server
+
+pytestmark = pytest.mark.slow
+
+
+def _wait_status(server: ServerProcess, path: str, status: int, timeout_s: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if server.get(path)[0] == status:
+                return True
+        except OSError:
+            return False  # the server is gone already
+        time.sleep(0.05)
+    return False
+
+
+async def _read_events(response: aiohttp.ClientResponse) -> list[Any]:
+    events: list[Any] = []
+    async for line in response.content:
+        if line.startswith(b"data: "):
+            payload = line[6:].strip()
+            events.append("[DONE]" if payload == b"[DONE]" else json.loads(payload))
+    return events
+
+
+def test_a_killed_engine_core_fails_health_and_the_server_exits_nonzero(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    server = start_server(tiny_model, tmp_path)
+
+    async def stream_while_the_core_dies() -> list[Any]:
+        async with aiohttp.ClientSession() as session:
+            body = {"prompt": "quick fox", "max_tokens": 250, "ignore_eos": True, "stream": True}
+            async with session.post(server.url + "/v1/completions", json=body) as response:
+                await response.content.readline()  # the stream has begun
+                os.kill(server.core_pid(), signal.SIGKILL)
+                return await _read_events(response)
+
+    try:
+        events = asyncio.run(stream_while_the_core_dies())
+        assert "error" in events[-2] and events[-1] == "[DONE]"
+        assert _wait_status(server, "/health", 503)
+        assert server.process.wait(timeout=30) != 0
+    finally:
+        server.stop()
+    assert "the engine core process exited" in server.log()
+
+
+def test_a_hung_engine_core_fails_health_and_the_server_exits_nonzero(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    server = start_server(tiny_model, tmp_path, "--engine-heartbeat-timeout", "3")
+    core_pid = server.core_pid()
+    os.kill(core_pid, signal.SIGSTOP)
+    try:
+        assert _wait_status(server, "/health", 503)
+        assert server.process.wait(timeout=30) != 0
+        assert "has not reported for 3s (hung)" in server.log()
+    finally:
+        server.stop()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(core_pid, signal.SIGKILL)  # the server kills it; this only makes sure
+
+
+def test_sigterm_under_load_finishes_in_flight_and_refuses_new_requests(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    server = start_server(
+        tiny_model, tmp_path, "--max-num-seqs", "2", "--max-waiting-requests", "2",
+        "--shutdown-timeout", "120",
+    )  # fmt: skip
+
+    async def scenario() -> None:
+        async with aiohttp.ClientSession() as session:
+            url = server.url + "/v1/completions"
+
+            async def stream(max_tokens: int) -> list[Any]:
+                body = {"prompt": "quick fox", "max_tokens": max_tokens, "ignore_eos": True,
+                        "stream": True, "stream_options": {"include_usage": True}}  # fmt: skip
+                async with session.post(url, json=body) as response:
+                    assert response.status == 200
+                    return await _read_events(response)
+
+            # two run (max_num_seqs 2) and two wait (the waiting limit)
+            in_flight = [asyncio.create_task(stream(60)) for _ in range(4)]
+            await asyncio.sleep(1.0)
+            async with session.post(url, json={"prompt": "x", "max_tokens": 2}) as refused:
+                assert refused.status == 503 and refused.headers["Retry-After"]
+                assert "too many requests waiting" in (await refused.json())["error"]["message"]
+            server.process.send_signal(signal.SIGTERM)
+            assert await asyncio.to_thread(_wait_status, server, "/ready", 503)
+            async with session.post(url, json={"prompt": "x", "max_tokens": 2}) as refused:
+                assert refused.status == 503 and refused.headers["Retry-After"]
+                assert "shutting down" in (await refused.json())["error"]["message"]
+            for events in await asyncio.gather(*in_flight):
+                assert events[-1] == "[DONE]" and events[-2]["usage"]["completion_tokens"] == 60
+                assert [c["choices"][0]["finish_reason"] for c in events[:-2]][-1] == "length"
+
+    try:
+        asyncio.run(scenario())
+        assert server.process.wait(timeout=60) == 0
+    finally:
+        server.stop()
+
+
+def test_sigterm_aborts_what_outlives_the_shutdown_timeout(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    server = start_server(tiny_model, tmp_path, "--shutdown-timeout", "0")
+
+    async def scenario() -> tuple[list[Any], dict[str, Any]]:
+        async with aiohttp.ClientSession() as session:
+            url = server.url + "/v1/completions"
+            body = {"prompt": "quick fox", "max_tokens": 250, "ignore_eos": True}
+            plain = asyncio.create_task(session.post(url, json=body))
+            async with session.post(url, json={**body, "stream": True}) as response:
+                await response.content.readline()
+                server.process.send_signal(signal.SIGTERM)
+                events = await _read_events(response)
+            async with await plain as answer:
+                return events, await answer.json()
+
+    try:
+        events, answer = asyncio.run(scenario())
+        assert events[-1] == "[DONE]" and events[-2]["choices"][0]["finish_reason"] == "abort"
+        assert answer["choices"][0]["finish_reason"] == "abort"
+        assert server.process.wait(timeout=60) == 0
+    finally:
+        server.stop()
