@@ -4,7 +4,8 @@ Decoding token by token is wrong in two ways: a multi-byte UTF-8 character may b
 byte-level BPE tokens (each half decodes to U+FFFD), and SentencePiece-style tokenizers decide
 leading spaces from the preceding token. So each step decodes a short window twice, with and
 without the new tokens, and emits the difference; text ending in U+FFFD is held back until the
-character completes. The window starts a few tokens before the output (prompt context).
+character completes (or, for bytes that never form one, until the sequence ends: `flush`).
+The window starts a few tokens before the output (prompt context).
 """
 
 from __future__ import annotations
@@ -43,6 +44,13 @@ class IncrementalDetokenizer:
         self._token_ids = self._token_ids[self._read_offset :]
         self._prefix_offset = 0
         self._read_offset = len(self._token_ids)
+        return full_text[len(prefix_text) :]
+
+    def flush(self) -> str:
+        """The text still held back (the sequence ended): invalid bytes stay as U+FFFD."""
+        prefix_text = self._decode(self._token_ids[self._prefix_offset : self._read_offset])
+        full_text = self._decode(self._token_ids[self._prefix_offset :])
+        self._prefix_offset = self._read_offset = len(self._token_ids)
         return full_text[len(prefix_text) :]
 
     def _decode(self, token_ids: list[int]) -> str:

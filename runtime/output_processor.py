@@ -214,6 +214,8 @@ class OutputProcessor:
         finish_reason, stop_reason = core_output.finish_reason, core_output.stop_reason
         if sample.detokenizer is not None:
             new_text = sample.detokenizer.add_tokens(core_output.new_token_ids)
+            if core_output.finished:
+                new_text += sample.detokenizer.flush()
             out.text += new_text
             if len(out.token_ids) >= params.min_tokens:
                 stop = _find_stop_string(out.text, len(new_text), params)

@@ -67,7 +67,7 @@ def load_safetensors_weights(model: DecoderForCausalLM, files: list[Path]) -> No
     """Copy every checkpoint tensor into its parameter (or its rows of a packed parameter)."""
     params = dict(model.named_parameters())
     packed = model.packed_shards()
-    expected = _expected_row_starts(params, packed)
+    expected = _expected_shards(params, packed)
     loaded: dict[str, set[int]] = {name: set() for name in params}
     for file in files:
         with safe_open(str(file), framework="pt", device="cpu") as f:
@@ -89,9 +89,14 @@ def load_safetensors_weights(model: DecoderForCausalLM, files: list[Path]) -> No
                     )
                 target.copy_(tensor)
                 loaded[name].add(start)
-    missing = [name for name, starts in expected.items() if loaded[name] != starts]
+    missing = [
+        hf_name
+        for name, shards in expected.items()
+        for start, hf_name in shards.items()
+        if start not in loaded[name]
+    ]
     if missing:
-        raise ValueError(f"the checkpoint lacks tensors for: {', '.join(sorted(missing))}")
+        raise ValueError(f"the checkpoint lacks tensors: {', '.join(sorted(missing))}")
 
 
 def init_dummy_weights(model: DecoderForCausalLM, seed: int) -> None:
@@ -118,14 +123,22 @@ def _map_name(hf_name: str, packed: dict[str, tuple[str, int, int]]) -> tuple[st
     return hf_name, 0, None
 
 
-def _expected_row_starts(
+def _expected_shards(
     params: dict[str, torch.nn.Parameter], packed: dict[str, tuple[str, int, int]]
-) -> dict[str, set[int]]:
-    """Parameter name -> the first rows of the checkpoint tensors that must fill it."""
-    starts_of_packed: dict[str, set[int]] = {}
-    for packed_name, start, _ in packed.values():
-        starts_of_packed.setdefault(packed_name, set()).add(start)
-    return {
-        name: starts_of_packed.get(name.split(".")[-2], {0}) if "." in name else {0}
-        for name in params
-    }
+) -> dict[str, dict[int, str]]:
+    """Parameter name -> {first row: the HF tensor name that must fill it from there}."""
+    shards_of_packed: dict[str, dict[int, str]] = {}
+    for hf_part, (packed_name, start, _) in packed.items():
+        shards_of_packed.setdefault(packed_name, {})[start] = hf_part
+    expected: dict[str, dict[int, str]] = {}
+    for name in params:
+        parts = name.split(".")
+        shards = shards_of_packed.get(parts[-2]) if len(parts) > 1 else None
+        if shards is None:
+            expected[name] = {0: name}
+        else:
+            expected[name] = {
+                start: ".".join([*parts[:-2], hf_part, parts[-1]])
+                for start, hf_part in shards.items()
+            }
+    return expected

@@ -27,8 +27,8 @@ PROMPTS = [
     [17],
     torch.randint(3, 300, (7,), generator=_gen).tolist(),
     torch.randint(3, 300, (20,), generator=_gen).tolist(),
-    _SHARED + [5, 6, 7],  # two prompts sharing 40 tokens (2 full blocks)
-    _SHARED + [9, 8],
+    [*_SHARED, 5, 6, 7],  # two prompts sharing 40 tokens (2 full blocks)
+    [*_SHARED, 9, 8],
     torch.randint(3, 300, (45,), generator=_gen).tolist(),
 ]
 MODES: dict[str, dict[str, Any]] = {

@@ -1,0 +1,68 @@
+"""SamplingParams: defaults as vLLM, and every bad value a ValueError naming its field."""
+
+from __future__ import annotations
+
+import pickle
+from typing import Any
+
+import pytest
+
+from llmservice import SamplingParams
+
+
+def test_defaults_are_vllm_defaults() -> None:
+    params = SamplingParams()
+    assert (params.n, params.temperature, params.top_p, params.top_k) == (1, 1.0, 1.0, 0)
+    assert (params.max_tokens, params.min_tokens, params.logprobs) == (16, 0, None)
+    assert params.stop_strings == () and params.stop_token_id_set == frozenset()
+    assert not params.is_greedy
+    assert SamplingParams(temperature=0.0).is_greedy
+
+
+def test_stop_accepts_a_string_or_a_list() -> None:
+    assert SamplingParams(stop="END").stop_strings == ("END",)
+    assert SamplingParams(stop=["a", "b"]).stop_strings == ("a", "b")
+    assert SamplingParams(stop_token_ids=[5, 7]).stop_token_id_set == {5, 7}
+
+
+def test_is_picklable_and_hashable() -> None:
+    params = SamplingParams(stop=["x"], stop_token_ids=[3], seed=4, logprobs=2)
+    assert pickle.loads(pickle.dumps(params)) == params
+    assert hash(params) == hash(pickle.loads(pickle.dumps(params)))
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("n", 0),
+        ("n", 1.5),
+        ("temperature", -0.1),
+        ("temperature", "hot"),
+        ("top_p", 0.0),
+        ("top_p", 1.5),
+        ("top_k", -2),
+        ("min_p", 1.1),
+        ("min_p", float("nan")),
+        ("seed", 1.0),
+        ("max_tokens", 0),
+        ("min_tokens", -1),
+        ("presence_penalty", 2.5),
+        ("frequency_penalty", -3.0),
+        ("repetition_penalty", 0.0),
+        ("logprobs", -1),
+        ("logprobs", 21),
+        ("stop", [1, 2]),
+        ("stop", [""]),
+        ("stop_token_ids", [-1]),
+        ("stop_token_ids", "12"),
+        ("ignore_eos", "yes"),
+    ],
+)
+def test_bad_values_name_the_field(field: str, value: Any) -> None:
+    with pytest.raises(ValueError, match=field):
+        SamplingParams(**{field: value})
+
+
+def test_min_tokens_above_max_tokens_is_rejected() -> None:
+    with pytest.raises(ValueError, match="min_tokens"):
+        SamplingParams(max_tokens=4, min_tokens=5)
