@@ -54,9 +54,9 @@ def _decode_split_kernel(
     block_tables_ptr,
     seq_lens_ptr,
     query_start_loc_ptr,
-    out_ptr,  # (num_tokens, num_heads, head_dim); written when NUM_SPLITS == 1
-    part_out_ptr,  # (num_seqs, num_heads, NUM_SPLITS, head_dim) float32
-    part_lse_ptr,  # (num_seqs, num_heads, NUM_SPLITS) float32, log2 domain
+    out_ptr,  # (num_tokens, num_heads, head_dim); written when SINGLE_SPLIT
+    part_out_ptr,  # (num_seqs, num_heads, num_splits, head_dim) float32
+    part_lse_ptr,  # (num_seqs, num_heads, num_splits) float32, log2 domain
     qk_scale,  # softmax scale * log2(e)
     q_stride_t,
     q_stride_h,
@@ -68,12 +68,13 @@ def _decode_split_kernel(
     block_tables_stride,
     tokens_per_split,  # a multiple of BLOCK_N
     num_heads,
+    num_splits,  # NOTE: a runtime value, so batch sizes that change it compile nothing new
     BLOCK_SIZE: tl.constexpr,
     GROUP: tl.constexpr,  # query heads per KV head
     GROUP_PAD: tl.constexpr,  # GROUP padded to a power of two >= 16 (tl.dot's minimum)
     HEAD_DIM: tl.constexpr,
     BLOCK_N: tl.constexpr,
-    NUM_SPLITS: tl.constexpr,
+    SINGLE_SPLIT: tl.constexpr,  # write `out` directly, no merge
     DOT_PRECISION: tl.constexpr,
 ):
     seq = tl.program_id(0)
@@ -118,11 +119,11 @@ def _decode_split_kernel(
         m_i = m_new
 
     acc = acc / l_i[:, None]
-    if NUM_SPLITS == 1:
+    if SINGLE_SPLIT:
         out = out_ptr + token * out_stride_t + heads[:, None] * out_stride_h + offs_d[None, :]
         tl.store(out, acc.to(out_ptr.dtype.element_ty), mask=head_ok[:, None])
     else:
-        part = (seq * num_heads + heads) * NUM_SPLITS + split  # (GROUP_PAD,)
+        part = (seq * num_heads + heads) * num_splits + split  # (GROUP_PAD,)
         tl.store(
             part_out_ptr + part[:, None] * HEAD_DIM + offs_d[None, :], acc, mask=head_ok[:, None]
         )
@@ -140,9 +141,9 @@ def _decode_merge_kernel(
     out_stride_h,
     tokens_per_split,
     num_heads,
+    num_splits,
     HEAD_DIM: tl.constexpr,
-    NUM_SPLITS: tl.constexpr,
-    SPLITS_PAD: tl.constexpr,
+    SPLITS_PAD: tl.constexpr,  # num_splits rounded up to a power of two
 ):
     seq = tl.program_id(0)
     head = tl.program_id(1)
@@ -150,8 +151,8 @@ def _decode_merge_kernel(
     offs_s = tl.arange(0, SPLITS_PAD)
     offs_d = tl.arange(0, HEAD_DIM)
     # Splits at or past seq_len were never written: mask them out, never multiply by them.
-    valid = (offs_s < NUM_SPLITS) & (offs_s * tokens_per_split < seq_len)
-    part = (seq * num_heads + head) * NUM_SPLITS + offs_s
+    valid = (offs_s < num_splits) & (offs_s * tokens_per_split < seq_len)
+    part = (seq * num_heads + head) * num_splits + offs_s
     lse = tl.load(part_lse_ptr + part, mask=valid, other=float("-inf"))
     weight = tl.where(valid, tl.exp2(lse - tl.max(lse, 0)), 0.0)
     parts = tl.load(
@@ -242,12 +243,13 @@ def paged_attention(
         block_tables.stride(0),
         tokens_per_split,
         num_heads,
+        splits,
         BLOCK_SIZE=block_size,
         GROUP=group,
         GROUP_PAD=max(MIN_DOT_DIM, next_power_of_2(group)),
         HEAD_DIM=head_dim,
         BLOCK_N=config.block_n,
-        NUM_SPLITS=splits,
+        SINGLE_SPLIT=splits == 1,
         DOT_PRECISION=dot_precision(query.dtype),
         num_warps=config.num_warps,
         num_stages=config.num_stages,
@@ -263,8 +265,8 @@ def paged_attention(
             out.stride(1),
             tokens_per_split,
             num_heads,
+            splits,
             HEAD_DIM=head_dim,
-            NUM_SPLITS=splits,
             SPLITS_PAD=next_power_of_2(splits),
             num_warps=4,
         )
