@@ -13,7 +13,7 @@ venv:
 serve:
 	@venv=$(VENV); exec "$$venv/bin/llmservice" serve $(ARGS)
 
-test: lint typecheck unit
+test: lint typecheck unit e2e
 
 lint:
 	@venv=$(VENV); "$$venv/bin/ruff" check . && "$$venv/bin/ruff" format --check .
@@ -29,3 +29,10 @@ typecheck:
 # pytest exits 5 when it collects nothing (e.g. every test deselected); that is not a failure here.
 unit:
 	@venv=$(VENV); "$$venv/bin/pytest" tests -q -p no:cacheprovider $(PYTEST_ARGS) || [ $$? -eq 5 ]
+
+# End-to-end tests of the operator, chart and CRD on a real local control plane (e2e/README.md).
+# The build step is separate so the first run's one-time build of the pinned Kubernetes binaries
+# (cached in ~/.cache/llmservice/k8s/) does not count against the tests' timeouts.
+e2e:
+	@venv=$(VENV); "$$venv/bin/python" e2e/cluster build >/dev/null; \
+	"$$venv/bin/pytest" e2e -q -p no:cacheprovider $(PYTEST_ARGS) || [ $$? -eq 5 ]

@@ -117,15 +117,6 @@ class LLMServices:
 
         return self.wait(namespace, name, ready, "status Ready for its generation", timeout)
 
-    def wait_degraded(self, namespace: str, name: str, reason: str, timeout: float = 120) -> Obj:
-        return self.wait(
-            namespace,
-            name,
-            lambda obj: holds(obj, "Degraded", reason),
-            f"Degraded with reason {reason}",
-            timeout,
-        )
-
     def children(self, llmservice: Obj) -> dict[str, list[Obj]]:
         """Objects whose controller owner reference is this LLMService, by kind."""
         uid = llmservice["metadata"]["uid"]

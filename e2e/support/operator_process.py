@@ -160,13 +160,6 @@ class OperatorProcess:
             raise RuntimeError("the operator is not running")
         os.killpg(self._process.pid, signum)
 
-    def handled(self, namespace: str, name: str) -> int:
-        """How often the reconcile handler finished for one LLMService (kopf's own log line)."""
-        if not self._log.exists():
-            return 0
-        marker = f"[{namespace}/{name}] Handler 'llmservice_reconcile' succeeded"
-        return self._log.read_text(errors="replace").count(marker)
-
     def alive(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
