@@ -29,19 +29,19 @@ class EncodedCorpus:
     prompt_lengths: np.ndarray  # (num_samples,) int32: the first tokens that carry no loss
 
 
-_Shard = tuple[np.ndarray, np.ndarray, np.ndarray, int]
+_Shard = tuple[np.ndarray, np.ndarray, np.ndarray, frozenset[str]]
 
 
 def _encode_shard(job: tuple[int, int, int, str, frozenset[str]]) -> _Shard:
-    """Draws and tokenizes one shard (runs in a worker process); also counts the samples whose
-    prompt is one of `heldout_prompts`."""
+    """Draws and tokenizes one shard (runs in a worker process); also returns which of
+    `heldout_prompts` it drew."""
     from tokenizers import Tokenizer
 
     seed, shard, count, tokenizer_json, heldout_prompts = job
     tokenizer = Tokenizer.from_str(tokenizer_json)
     rng = training_rng(seed, shard)
     samples = [sample_conversation(rng) for _ in range(count)]
-    overlap = sum(s.prompt in heldout_prompts for s in samples)
+    seen = heldout_prompts.intersection(s.prompt for s in samples)
     prompts = tokenizer.encode_batch([s.prompt for s in samples], add_special_tokens=False)
     targets = tokenizer.encode_batch([s.target for s in samples], add_special_tokens=False)
     pieces = [
@@ -49,14 +49,15 @@ def _encode_shard(job: tuple[int, int, int, str, frozenset[str]]) -> _Shard:
     ]
     lengths = np.asarray([len(p) for p in pieces], dtype=np.int32)
     prompt_lengths = np.asarray([len(p.ids) for p in prompts], dtype=np.int32)
-    return np.concatenate(pieces), lengths, prompt_lengths, overlap
+    return np.concatenate(pieces), lengths, prompt_lengths, seen
 
 
 def build_corpus(
     seed: int, num_samples: int, workers: int, tokenizer_json: str, heldout_prompts: frozenset[str]
 ) -> tuple[EncodedCorpus, int]:
     """All training conversations, drawn in shards by worker processes and tokenized, and how
-    many of them have a prompt of the held-out set (small problems such as 2+3 are bound to)."""
+    many of `heldout_prompts` the training set also holds (small problems such as 2+3 are
+    bound to be drawn by both)."""
     shard_size = 20_000
     jobs = [
         (
@@ -76,7 +77,7 @@ def build_corpus(
     lengths = np.concatenate([s[1] for s in shards])
     prompt_lengths = np.concatenate([s[2] for s in shards])
     starts = np.concatenate([[0], np.cumsum(lengths[:-1], dtype=np.int64)])
-    overlap = sum(s[3] for s in shards)
+    overlap = len(frozenset().union(*(s[3] for s in shards)))
     return EncodedCorpus(tokens, starts, lengths, prompt_lengths), overlap
 
 

@@ -24,8 +24,10 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from tokenizers import Tokenizer
 
 from llmservice.runtime.builtin.chat_format import END, PAD
 from llmservice.runtime.builtin.corpus import sample_conversation, training_rng
@@ -78,7 +80,8 @@ class TrainConfig:
 # --- model -----------------------------------------------------------------------------------
 
 
-def build_model_config(config: TrainConfig, vocab_size: int, pad_id: int, eos_id: int):  # type: ignore[no-untyped-def]
+def build_model_config(config: TrainConfig, vocab_size: int, pad_id: int, eos_id: int) -> Any:
+    """The transformers LlamaConfig of the model `config` describes."""
     from transformers import LlamaConfig
 
     return LlamaConfig(
@@ -111,7 +114,7 @@ def learning_rate(config: TrainConfig, step: int) -> float:
 # --- training --------------------------------------------------------------------------------
 
 
-def train(config: TrainConfig, corpus: EncodedCorpus, model, pad_id: int) -> list[float]:  # type: ignore[no-untyped-def]
+def train(config: TrainConfig, corpus: EncodedCorpus, model: Any, pad_id: int) -> list[float]:
     """Runs `config.steps` optimizer steps on `model` in place; returns the loss of every step."""
     import torch
 
@@ -181,6 +184,13 @@ def _parse_args(argv: Sequence[str] | None) -> tuple[TrainConfig, argparse.Names
     return config, args
 
 
+def _token_id(tokenizer: Tokenizer, token: str) -> int:
+    token_id = tokenizer.token_to_id(token)
+    if token_id is None:
+        raise RuntimeError(f"the trained tokenizer lacks the special token {token!r}")
+    return int(token_id)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     config, args = _parse_args(argv)
     began = time.perf_counter()
@@ -209,7 +219,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"corpus: {len(corpus.lengths)} conversations, {len(corpus.tokens)} tokens "
         f"(mean {corpus.lengths.mean():.1f}, max {corpus.lengths.max()}, {too_long} over "
-        f"{MAX_MODEL_LEN} left out), {overlap} with a held-out prompt, "
+        f"{MAX_MODEL_LEN} left out); {overlap} of the {len(problems)} held-out questions "
+        f"also occur in it; "
         f"{time.perf_counter() - began:.0f} s",
         flush=True,
     )
@@ -221,17 +232,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from llmservice.runtime.builtin.evaluate import count_correct, encode_prompts, generate_hf
 
-    device = torch.device(
-        "cuda"
-        if args.device == "auto" and torch.cuda.is_available()
-        else ("cpu" if args.device == "auto" else args.device)
-    )
+    if args.device == "auto":
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(args.device)
     torch.manual_seed(config.seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
-    pad_id, eos_id = tokenizer.token_to_id(PAD), tokenizer.token_to_id(END)
+    pad_id, eos_id = _token_id(tokenizer, PAD), _token_id(tokenizer, END)
     model_config = build_model_config(config, tokenizer.get_vocab_size(), pad_id, eos_id)
-    model = LlamaForCausalLM(model_config).to(device)
-    model.generation_config = GenerationConfig(eos_token_id=eos_id, pad_token_id=pad_id)
+    model: Any = LlamaForCausalLM(model_config)  # type: ignore[no-untyped-call]
+    model.to(device)
+    model.generation_config = GenerationConfig(  # type: ignore[no-untyped-call]
+        eos_token_id=eos_id, pad_token_id=pad_id
+    )
     num_params = sum(p.numel() for p in model.parameters())
     print(f"model: {num_params / 1e6:.2f} M parameters on {device}", flush=True)
     train_began = time.perf_counter()
@@ -256,7 +268,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "parameters": num_params,
         "conversations": len(corpus.lengths),
         "corpus_tokens": len(corpus.tokens),
-        "heldout_prompts_seen_in_training": overlap,
+        "heldout_questions_in_training": overlap,
         "train_seconds": round(train_seconds, 1),
         "final_loss": round(final_loss, 5),
         "heldout_problems": len(problems),
