@@ -36,6 +36,10 @@ class DeviceConfig:
     """torch device ("cpu" or "cuda[:i]")."""
     kernel_ops: str | None = None
     """Kernel set of `kernel_ops.KERNEL_OPS`; None picks the device's default."""
+    enforce_eager: bool = False
+    """Never capture CUDA graphs (every step runs eagerly); only matters on CUDA."""
+    max_cuda_graph_batch_size: int = 512
+    """Decode batches up to this many sequences replay a captured CUDA graph (as vLLM's 512)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -54,6 +54,10 @@ class EngineArgs:
     """Tokens per KV block."""
     num_kv_blocks: int | None = None
     """Exactly this many KV blocks (tests use tiny pools to force preemption)."""
+    enforce_eager: bool = False
+    """Never capture CUDA graphs for decode batches (vLLM's flag)."""
+    kernel_ops: str | None = None
+    """Kernel set by name ("reference", "triton"); None = the device's default."""
 
     def create_engine_config(self) -> EngineConfig:
         """Validate and resolve every option; ValueError naming the bad one."""
@@ -96,7 +100,9 @@ class EngineArgs:
                 max_model_len=model.max_model_len,
                 policy="priority" if self.scheduling_policy == "priority" else "fcfs",
             ),
-            device=DeviceConfig(device=device),
+            device=DeviceConfig(
+                device=device, kernel_ops=self.kernel_ops, enforce_eager=self.enforce_eager
+            ),
             load=LoadConfig(load_format=self.load_format, seed=self.seed),
         )
 

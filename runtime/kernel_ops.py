@@ -2,7 +2,7 @@
 
 Every implementation has the signatures of `llmservice.kernels.reference` (INTERFACES.md
 section 3). "reference" (pure torch) runs on the CPU and the GPU; a Triton set registers itself
-here under another name and the runner picks it on CUDA. The model never imports a kernel
+here under another name ("triton", the default on CUDA). The model never imports a kernel
 module itself, so swapping the attention path changes no model code.
 """
 
@@ -50,9 +50,14 @@ def _from_module(name: str, module_name: str) -> KernelOps:
 
 
 # name -> factory; factories import lazily so an unused backend costs nothing at start-up.
+# "triton" is the dispatcher of kernels/ops.py: Triton kernels on CUDA tensors, the reference on
+# CPU tensors, so a model built with it still runs (slowly) when moved to the CPU.
 KERNEL_OPS: dict[str, Callable[[], KernelOps]] = {
     "reference": lambda: _from_module("reference", "llmservice.kernels.reference"),
+    "triton": lambda: _from_module("triton", "llmservice.kernels.ops"),
 }
+# The kernel set each device type gets when none is named.
+DEFAULT_KERNEL_OPS: dict[str, str] = {"cpu": "reference", "cuda": "triton"}
 
 
 def register_kernel_ops(name: str, factory: Callable[[], KernelOps]) -> None:
@@ -62,8 +67,7 @@ def register_kernel_ops(name: str, factory: Callable[[], KernelOps]) -> None:
 
 def get_kernel_ops(name: str | None, device: torch.device) -> KernelOps:
     """The kernel set `name`, or the default for `device` when name is None."""
-    # NOTE: the Triton path plugs in here (issue 5); until then every device uses the reference.
-    chosen = name or "reference"
+    chosen = name or DEFAULT_KERNEL_OPS.get(device.type, "reference")
     factory = KERNEL_OPS.get(chosen)
     if factory is None:
         raise ValueError(f"unknown kernel set {chosen!r}; known: {', '.join(sorted(KERNEL_OPS))}")

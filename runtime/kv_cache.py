@@ -43,15 +43,22 @@ def cpu_num_blocks(config: ModelConfig, block_size: int, max_num_seqs: int) -> i
 
 
 def cuda_num_blocks(
-    config: ModelConfig, block_size: int, device: torch.device, gpu_memory_utilization: float
+    config: ModelConfig,
+    block_size: int,
+    device: torch.device,
+    gpu_memory_utilization: float,
+    excluded_bytes: int = 0,
 ) -> int:
     """Blocks that fit in `gpu_memory_utilization` of the GPU after the peak usage so far.
 
     Call after loading the weights and one profiling forward pass at the largest batch, so the
-    peak covers activations as well.
+    peak covers activations as well. The peak is torch's peak allocation less `excluded_bytes`
+    (the profiling pass's own throw-away KV cache), plus what is held outside torch's allocator
+    (the CUDA context, cuBLAS workspaces).
     """
-    _, total = torch.cuda.mem_get_info(device)
-    used_peak = torch.cuda.max_memory_reserved(device)
+    free, total = torch.cuda.mem_get_info(device)
+    outside_torch = max(total - free - torch.cuda.memory_reserved(device), 0)
+    used_peak = torch.cuda.max_memory_allocated(device) - excluded_bytes + outside_torch
     free_for_cache = int(total * gpu_memory_utilization) - used_peak
     return max(free_for_cache // bytes_per_block(config, block_size), 0)
 

@@ -41,9 +41,12 @@ class LLM:
         *,
         scheduling_policy: str = "fcfs",
         num_kv_blocks: int | None = None,
+        enforce_eager: bool = False,
+        kernel_ops: str | None = None,
     ) -> None:
         """Arguments as vLLM's `LLM`; None = chosen for the device. `num_kv_blocks` fixes the
-        KV pool size (tests force preemption with tiny pools)."""
+        KV pool size (tests force preemption with tiny pools); `enforce_eager` turns CUDA graphs
+        off; `kernel_ops` names the kernel set ("reference" is the oracle on any device)."""
         self.engine_args = EngineArgs(
             model=model,
             load_format=load_format,
@@ -58,6 +61,8 @@ class LLM:
             seed=seed,
             scheduling_policy=scheduling_policy,
             num_kv_blocks=num_kv_blocks,
+            enforce_eager=enforce_eager,
+            kernel_ops=kernel_ops,
         )
         config = self.engine_args.create_engine_config()
         self.engine_core = EngineCore(config)

@@ -1,9 +1,9 @@
 """Turns the scheduler's output into the flat tensors of one forward pass.
 
-Kept apart from the forward itself so a faster path (CUDA graphs, persistent buffers) can reuse
-or replace it. Every scheduled chunk contributes `num_new_tokens` consecutive tokens at positions
-`[num_computed_tokens, num_computed_tokens + num_new_tokens)`; a chunk that `samples` also
-contributes its last token's row to `logits_indices`.
+Built on the host first (`HostInputs`), so the CUDA-graph path can copy the same arrays into
+its static buffers instead (cuda_graphs.py). Every scheduled chunk contributes `num_new_tokens`
+consecutive tokens at positions `[num_computed_tokens, num_computed_tokens + num_new_tokens)`;
+a chunk that `samples` also contributes its last token's row to `logits_indices`.
 """
 
 from __future__ import annotations
@@ -34,13 +34,70 @@ class ModelInputs:
     """The request of each logits row."""
 
 
+@dataclass(frozen=True, slots=True)
+class HostInputs:
+    """The arrays of one forward pass on the host, before they go to the device."""
+
+    input_ids: np.ndarray
+    """(num_tokens,) int64."""
+    positions: np.ndarray
+    """(num_tokens,) int64."""
+    slot_mapping: np.ndarray
+    """(num_tokens,) int64."""
+    block_tables: np.ndarray
+    """(num_seqs, max_blocks_per_seq) int32, padded with block 0."""
+    seq_lens: np.ndarray
+    """(num_seqs,) int64 context lengths including this step's tokens."""
+    query_start_loc: np.ndarray
+    """(num_seqs + 1,) int64."""
+    logits_indices: np.ndarray
+    """(num_sampled,) int64."""
+    max_query_len: int
+    """The most new tokens of one sequence (1: a pure decode step)."""
+    sampled_request_ids: tuple[str, ...]
+    """The request of each logits row."""
+
+    @property
+    def is_pure_decode(self) -> bool:
+        """Every sequence has exactly one new token and samples it (a graph can run it)."""
+        return self.max_query_len == 1 and len(self.logits_indices) == len(self.seq_lens)
+
+    def to_device(self, device: torch.device) -> ModelInputs:
+        """The tensors of this step on `device`."""
+
+        def to_device(array: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
+            return torch.from_numpy(array).to(device=device, dtype=dtype, non_blocking=True)
+
+        return ModelInputs(
+            input_ids=to_device(self.input_ids, torch.int64),
+            positions=to_device(self.positions, torch.int64),
+            attn_metadata=AttentionMetadata(
+                slot_mapping=to_device(self.slot_mapping, torch.int64),
+                block_tables=to_device(self.block_tables, torch.int32),
+                seq_lens=to_device(self.seq_lens, torch.int32),
+                query_start_loc=to_device(self.query_start_loc, torch.int32),
+                max_query_len=self.max_query_len,
+                max_seq_len=int(self.seq_lens.max()),
+            ),
+            logits_indices=to_device(self.logits_indices, torch.int64),
+            sampled_request_ids=self.sampled_request_ids,
+        )
+
+
 def prepare_inputs(
     chunks: Sequence[ScheduledChunk],
     requests: Sequence[Request],
     block_size: int,
     device: torch.device,
 ) -> ModelInputs:
-    """The flat tensors of `chunks` (requests[i] is the request of chunks[i])."""
+    """The flat tensors of `chunks` on `device` (requests[i] is the request of chunks[i])."""
+    return prepare_host_inputs(chunks, requests, block_size).to_device(device)
+
+
+def prepare_host_inputs(
+    chunks: Sequence[ScheduledChunk], requests: Sequence[Request], block_size: int
+) -> HostInputs:
+    """The host arrays of `chunks` (requests[i] is the request of chunks[i])."""
     num_seqs = len(chunks)
     q_lens = np.fromiter((c.num_new_tokens for c in chunks), np.int64, num_seqs)
     starts = np.fromiter((c.num_computed_tokens for c in chunks), np.int64, num_seqs)
@@ -48,16 +105,25 @@ def prepare_inputs(
     np.cumsum(q_lens, out=query_start_loc[1:])
     num_tokens = int(query_start_loc[-1])
     seq_lens = starts + q_lens
-
-    input_ids = np.concatenate(
-        [
-            _token_range(request, int(start), int(start + q_len))
-            for request, start, q_len in zip(requests, starts, q_lens, strict=True)
-        ]
-    )
-    # Position of each token: its chunk's first position plus its offset inside the chunk.
+    max_query_len = int(q_lens.max())
     seq_of_token = np.repeat(np.arange(num_seqs), q_lens)  # (num_tokens,)
-    positions = np.arange(num_tokens) - query_start_loc[seq_of_token] + starts[seq_of_token]
+    if max_query_len == 1:
+        # Pure decode: one token per sequence, no concatenation of ranges.
+        input_ids = np.fromiter(
+            (r.all_token_ids[c.num_computed_tokens] for c, r in zip(chunks, requests, strict=True)),
+            np.int64,
+            num_seqs,
+        )
+        positions = starts
+    else:
+        input_ids = np.concatenate(
+            [
+                _token_range(request, int(start), int(start + q_len))
+                for request, start, q_len in zip(requests, starts, q_lens, strict=True)
+            ]
+        )
+        # Position of each token: its chunk's first position plus its offset inside the chunk.
+        positions = np.arange(num_tokens) - query_start_loc[seq_of_token] + starts[seq_of_token]
 
     max_blocks = max(len(c.block_ids) for c in chunks)
     block_tables = np.zeros((num_seqs, max_blocks), dtype=np.int32)  # padded with null block 0
@@ -67,23 +133,15 @@ def prepare_inputs(
     slot_mapping = block_of_token * block_size + positions % block_size
 
     samples = np.fromiter((c.samples for c in chunks), bool, num_seqs)
-    logits_indices = query_start_loc[1:][samples] - 1
-
-    def to_device(array: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
-        return torch.from_numpy(array).to(device=device, dtype=dtype, non_blocking=True)
-
-    return ModelInputs(
-        input_ids=to_device(input_ids, torch.int64),
-        positions=to_device(positions, torch.int64),
-        attn_metadata=AttentionMetadata(
-            slot_mapping=to_device(slot_mapping, torch.int64),
-            block_tables=to_device(block_tables, torch.int32),
-            seq_lens=to_device(seq_lens, torch.int32),
-            query_start_loc=to_device(query_start_loc, torch.int32),
-            max_query_len=int(q_lens.max()),
-            max_seq_len=int(seq_lens.max()),
-        ),
-        logits_indices=to_device(logits_indices, torch.int64),
+    return HostInputs(
+        input_ids=input_ids,
+        positions=positions,
+        slot_mapping=slot_mapping,
+        block_tables=block_tables,
+        seq_lens=seq_lens,
+        query_start_loc=query_start_loc,
+        logits_indices=query_start_loc[1:][samples] - 1,
+        max_query_len=max_query_len,
         sampled_request_ids=tuple(c.request_id for c, s in zip(chunks, samples, strict=True) if s),
     )
 

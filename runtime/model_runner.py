@@ -2,27 +2,33 @@
 
 `execute` turns a `SchedulerOutput` into flat tensors (model_inputs.py), runs one forward pass
 over the mixed batch of prefill chunks and decode tokens, and samples one token for every chunk
-that reaches the end of its request's known tokens. Per-request sampling state (parameters, the
+that reaches the end of its request's known tokens. On CUDA, pure-decode steps replay a captured graph
+(cuda_graphs.py) and mixed steps run eagerly. Per-request sampling state (parameters, the
 seeded generator) lives here from `add_request` until the scheduler reports the request gone.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 
 from llmservice.runtime import kv_cache
 from llmservice.runtime.config import EngineConfig
+from llmservice.runtime.cuda_graphs import DecodeGraphs
 from llmservice.runtime.kernel_ops import get_kernel_ops
-from llmservice.runtime.model_inputs import ModelInputs, prepare_inputs
+from llmservice.runtime.model_inputs import HostInputs, prepare_host_inputs, prepare_inputs
 from llmservice.runtime.models.loader import load_model
 from llmservice.runtime.outputs import TokenLogprobs
 from llmservice.runtime.sampler import Sampler
 from llmservice.runtime.sampling_metadata import SamplingMetadata, SamplingRow
 from llmservice.runtime.sampling_params import SamplingParams
 from llmservice.scheduler import Request, RequestLimits, ScheduledChunk, SchedulerOutput
+
+logger = logging.getLogger(__name__)
 
 # The profiling pass samples one token of a throw-away request.
 _PROFILE_LIMITS = RequestLimits(max_tokens=1)
@@ -59,8 +65,21 @@ class ModelRunner:
         self.kv_caches = kv_cache.allocate_kv_caches(
             config.model, self.num_blocks, self.block_size, self.device
         )
+        # Block 0 is the null block: it never holds a request's tokens.
+        self.kv_capacity_tokens = (self.num_blocks - 1) * self.block_size
+        logger.info(
+            "KV cache: %d blocks of %d tokens = %d tokens (kernels %s)",
+            self.num_blocks,
+            self.block_size,
+            self.kv_capacity_tokens,
+            self.ops.name,
+        )
         self.sampler = Sampler(torch.Generator(device=self.device).manual_seed(config.load.seed))
         self._requests: dict[str, _RequestState] = {}
+        self.graphs: DecodeGraphs | None = None
+        self.graph_capture_s = 0.0
+        if self.device.type == "cuda" and not config.device.enforce_eager:
+            self._capture_graphs()
 
     def add_request(self, request_id: str, params: SamplingParams) -> None:
         """Start tracking a request's sampling state (its own generator when seeded)."""
@@ -84,17 +103,21 @@ class ModelRunner:
         if not output.chunks:
             return RunnerOutput({}, {})
         requests = [_known(get_request, chunk) for chunk in output.chunks]
-        inputs = prepare_inputs(output.chunks, requests, self.block_size, self.device)
-        logits = self._compute_logits(inputs)  # (num_sampled, vocab)
-        if not inputs.sampled_request_ids:
+        host = prepare_host_inputs(output.chunks, requests, self.block_size)
+        logits = self._compute_logits(host)  # (num_sampled, vocab)
+        ids = host.sampled_request_ids
+        if not ids:
             return RunnerOutput({}, {})
         by_id = {request.request_id: request for request in requests}
         rows = [
             SamplingRow(self._requests[rid].params, by_id[rid], self._requests[rid].generator)
-            for rid in inputs.sampled_request_ids
+            for rid in ids
         ]
+        if _all_plain_greedy(rows):
+            # One argmax on the device and one copy of the ids: no per-step metadata tensors.
+            tokens: list[int] = logits.argmax(dim=-1).tolist()
+            return RunnerOutput(dict(zip(ids, tokens, strict=True)), {})
         sampled = self.sampler(logits, SamplingMetadata.build(rows, self.device))
-        ids = inputs.sampled_request_ids
         return RunnerOutput(
             sampled_token_ids=dict(zip(ids, sampled.token_ids, strict=True)),
             logprobs={
@@ -102,11 +125,42 @@ class ModelRunner:
             },
         )
 
-    def _compute_logits(self, inputs: ModelInputs) -> torch.Tensor:
+    def _compute_logits(self, host: HostInputs) -> torch.Tensor:
+        num_seqs = len(host.seq_lens)
+        if (
+            self.graphs is not None
+            and host.is_pure_decode
+            and self.graphs.graph_size(num_seqs) is not None
+        ):
+            hidden = self.graphs.run(
+                host.input_ids, host.positions, host.slot_mapping, host.seq_lens, host.block_tables
+            )  # (num_seqs, hidden): every sequence samples
+            return self.model.compute_logits(hidden)
+        inputs = host.to_device(self.device)
         hidden = self.model(
             inputs.input_ids, inputs.positions, self.kv_caches, inputs.attn_metadata
         )  # (num_tokens, hidden)
         return self.model.compute_logits(hidden[inputs.logits_indices])
+
+    def _capture_graphs(self) -> None:
+        start = time.perf_counter()
+        scheduler = self.config.scheduler
+        self.graphs = DecodeGraphs(
+            self.model,
+            self.kv_caches,
+            min(scheduler.max_num_seqs, self.config.device.max_cuda_graph_batch_size),
+            self.config.model.max_model_len,
+            self.block_size,
+            self.device,
+        )
+        self.graphs.capture()
+        self.graph_capture_s = time.perf_counter() - start
+        logger.info(
+            "captured %d decode CUDA graphs (batch sizes up to %d) in %.1f s",
+            len(self.graphs.sizes),
+            self.graphs.max_batch_size,
+            self.graph_capture_s,
+        )
 
     def _determine_num_blocks(self) -> int:
         cache, model = self.config.cache, self.config.model
@@ -114,18 +168,25 @@ class ModelRunner:
         if cache.num_blocks_override is not None:
             return cache.num_blocks_override
         if self.device.type == "cuda":
-            self._profile_forward()
+            profile_cache_bytes = self._profile_forward()
             return kv_cache.cuda_num_blocks(
-                model, self.block_size, self.device, cache.gpu_memory_utilization
+                model,
+                self.block_size,
+                self.device,
+                cache.gpu_memory_utilization,
+                excluded_bytes=profile_cache_bytes,
             )
         return kv_cache.cpu_num_blocks(model, self.block_size, self.config.scheduler.max_num_seqs)
 
-    def _profile_forward(self) -> None:
-        """One forward pass at the largest token budget, so the memory peak includes activations."""
+    def _profile_forward(self) -> int:
+        """One forward pass at the largest token budget, so the memory peak includes activations;
+        returns the bytes of the pass's own KV cache (not part of the steady-state peak)."""
         num_tokens = min(
             self.config.scheduler.max_num_batched_tokens, self.config.model.max_model_len
         )
         num_blocks = -(-num_tokens // self.block_size) + 1
+        # The peak must be this engine's: the weights (allocated now) plus this pass.
+        torch.cuda.reset_peak_memory_stats(self.device)
         caches = kv_cache.allocate_kv_caches(
             self.config.model, num_blocks, self.block_size, self.device
         )
@@ -143,11 +204,37 @@ class ModelRunner:
             arrival_time=0.0,
         )
         inputs = prepare_inputs([chunk], [request], self.block_size, self.device)
+        # A step samples up to max_num_seqs rows: their float32 logits count in the peak too.
+        logits_rows = min(self.config.scheduler.max_num_seqs, num_tokens)
         with torch.inference_mode():
             hidden = self.model(inputs.input_ids, inputs.positions, caches, inputs.attn_metadata)
-            self.model.compute_logits(hidden[inputs.logits_indices])
+            logits = self.model.compute_logits(hidden[:logits_rows])
+            logits.argmax(dim=-1)
+            del hidden, logits
         torch.cuda.synchronize(self.device)
+        cache_bytes = sum(c.numel() * c.element_size() for c in caches)
         del caches
+        torch.cuda.empty_cache()
+        return cache_bytes
+
+
+def _all_plain_greedy(rows: Sequence[SamplingRow]) -> bool:
+    """Whether every row is greedy with nothing to mask, penalise or report (argmax suffices)."""
+    for row in rows:
+        params, request = row.params, row.request
+        if (
+            not params.is_greedy
+            or params.logprobs is not None
+            or params.repetition_penalty != 1.0
+            or params.presence_penalty != 0.0
+            or params.frequency_penalty != 0.0
+            or (
+                request.num_output_tokens < request.limits.min_tokens
+                and request.limits.stop_token_ids
+            )
+        ):
+            return False
+    return True
 
 
 def _known(get_request: Callable[[str], Request | None], chunk: ScheduledChunk) -> Request:
