@@ -170,7 +170,7 @@ def test_rbac_is_enforced_for_service_account_tokens(
     kubectl.run("create", "serviceaccount", "nobody", "-n", NAMESPACE)
     token = kubectl.run("create", "token", "nobody", "-n", NAMESPACE).stdout.strip()
     config = write_kubeconfig(
-        tmp_path / "nobody", control_plane.server, control_plane.pki.ca_cert, token=token
+        tmp_path / "nobody", control_plane.server, control_plane.pki.cert("ca"), token=token
     )
     nobody = Kubectl(control_plane.bin_dir, config)
     with pytest.raises(CommandError, match="forbidden"):

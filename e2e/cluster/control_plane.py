@@ -15,73 +15,30 @@ import json
 import os
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import time
 import urllib.request
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
+from . import components
+from .components import HERE, START_ORDER, Ports
 from .kubeconfig import write_kubeconfig
 from .kubectl import Kubectl
-from .pki import (
-    ADMIN,
-    CONTROLLER_MANAGER,
-    FRONT_PROXY_CLIENT,
-    KWOK,
-    SCHEDULER,
-    ClientIdentity,
-    Pki,
-    make_pki,
-)
+from .pki import ADMIN, CONTROLLER_MANAGER, KWOK, SCHEDULER, ClientIdentity, Pki, make_pki
 from .waiting import wait_for
-
-HERE = Path(__file__).resolve().parent
-SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
-SERVICE_CLUSTER_IP_RANGE = "10.96.0.0/16"
-# Fake pod and node addresses: written into status by kwok, never connected to (the harness
-# sends no traffic to them). Not loopback, since EndpointSlices reject loopback addresses.
-POD_CIDR = "10.244.0.1/16"
-NODE_IP = "10.250.0.1"
-# The API server's admission plugins on top of its defaults.
-EXTRA_ADMISSION_PLUGINS = "NodeRestriction,ExtendedResourceToleration"
-START_ORDER = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
-
-
-@dataclass(frozen=True)
-class Ports:
-    """Loopback ports of one control plane, all free when allocated."""
-
-    etcd_client: int
-    """etcd's client URL (plain HTTP)."""
-    etcd_peer: int
-    """etcd's peer URL (a single member, still has to bind)."""
-    apiserver: int
-    """The API server's HTTPS port."""
-    controller_manager: int
-    """kube-controller-manager's HTTPS health port."""
-    scheduler: int
-    """kube-scheduler's HTTPS health port."""
-    kwok: int
-    """kwok's HTTP health port."""
-
-    @classmethod
-    def allocate(cls) -> Ports:
-        # Hold every socket until all are chosen so the ports are distinct.
-        sockets = [socket.socket() for _ in range(6)]
-        try:
-            for s in sockets:
-                s.bind(("127.0.0.1", 0))
-            return cls(*(s.getsockname()[1] for s in sockets))
-        finally:
-            for s in sockets:
-                s.close()
 
 
 class ComponentFailedError(RuntimeError):
     """A component exited or never became healthy; the message carries its log's tail."""
+
+
+def _is_ready(node: dict[str, Any]) -> bool:
+    conditions = (node.get("status") or {}).get("conditions") or []
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
 
 
 def _log_tail(path: Path, lines: int = 40) -> str:
@@ -110,10 +67,20 @@ class ControlPlane:
     def kubectl(self) -> Kubectl:
         return Kubectl(self.bin_dir, self.kubeconfig)
 
-    def up(self, timeout: float = 180) -> None:
+    def up(self, timeout: float = 180, attempts: int = 3) -> None:
         """Starts every component and waits until the cluster schedules onto Ready fake nodes."""
         if (self.directory / "state.json").exists():
             raise RuntimeError(f"a control plane already runs in {self.directory}: `down` it first")
+        for attempt in range(1, attempts + 1):
+            try:
+                self._up_once(timeout)
+                return
+            except ComponentFailedError as error:
+                # A port chosen free was taken by another process before the component bound it.
+                if "address already in use" not in str(error) or attempt == attempts:
+                    raise
+
+    def _up_once(self, timeout: float) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.logs.mkdir(exist_ok=True)
         ports = Ports.allocate()
@@ -127,35 +94,29 @@ class ControlPlane:
 
     def _start_all(self, ports: Ports, timeout: float) -> None:
         make_pki(self.pki.directory)
-        kubeconfigs = {
-            identity.name: self._client_kubeconfig(identity)
-            for identity in (CONTROLLER_MANAGER, SCHEDULER, KWOK)
-        }
         self._client_kubeconfig(ADMIN, self.kubeconfig)
-        self._start("etcd", self._etcd_args(ports))
-        self._await("etcd", f"http://127.0.0.1:{ports.etcd_client}/health", timeout)
-        self._start("kube-apiserver", self._apiserver_args(ports))
-        self._await("kube-apiserver", f"{self.server}/readyz", timeout)
-        self._start("kube-controller-manager", self._controller_manager_args(ports, kubeconfigs))
-        self._start("kube-scheduler", self._scheduler_args(ports, kubeconfigs))
-        self._start("kwok", self._kwok_args(ports, kubeconfigs))
-        self._await(
+        kubeconfig = {
+            i.name: self._client_kubeconfig(i) for i in (CONTROLLER_MANAGER, SCHEDULER, KWOK)
+        }
+        health = ports.health_urls(self.server)
+        self._start("etcd", components.etcd_args(self.directory / "etcd", ports))
+        self._await("etcd", health["etcd"], timeout)
+        self._start("kube-apiserver", components.apiserver_args(self.pki, ports))
+        self._await("kube-apiserver", health["kube-apiserver"], timeout)
+        self._start(
             "kube-controller-manager",
-            f"https://127.0.0.1:{ports.controller_manager}/healthz",
-            timeout,
+            components.controller_manager_args(
+                self.pki, ports, kubeconfig[CONTROLLER_MANAGER.name]
+            ),
         )
-        self._await("kube-scheduler", f"https://127.0.0.1:{ports.scheduler}/healthz", timeout)
-        self._await("kwok", f"http://127.0.0.1:{ports.kwok}/healthz", timeout)
+        self._start("kube-scheduler", components.scheduler_args(ports, kubeconfig[SCHEDULER.name]))
+        self._start("kwok", components.kwok_args(ports, kubeconfig[KWOK.name]))
+        for name in ("kube-controller-manager", "kube-scheduler", "kwok"):
+            self._await(name, health[name], timeout)
         kubectl = self.kubectl
         kubectl.run("apply", "-f", str(HERE / "nodes.yaml"))
         self._wait(
-            lambda: all(
-                any(
-                    c["type"] == "Ready" and c["status"] == "True"
-                    for c in node["status"].get("conditions", [])
-                )
-                for node in kubectl.items("nodes")
-            ),
+            lambda: all(_is_ready(node) for node in kubectl.items("nodes")),
             timeout,
             "the fake nodes to be Ready (kwok)",
         )
@@ -170,102 +131,10 @@ class ControlPlane:
         return write_kubeconfig(
             path or self.directory / f"{identity.name}.kubeconfig",
             self.server,
-            self.pki.ca_cert,
-            client_cert=self.pki.client_cert(identity),
-            client_key=self.pki.client_key(identity),
+            self.pki.cert("ca"),
+            client_cert=self.pki.cert(identity.name),
+            client_key=self.pki.key(identity.name),
         )
-
-    def _etcd_args(self, ports: Ports) -> list[str]:
-        client = f"http://127.0.0.1:{ports.etcd_client}"
-        peer = f"http://127.0.0.1:{ports.etcd_peer}"
-        return [
-            "--name=e2e",
-            f"--data-dir={self.directory / 'etcd'}",
-            f"--listen-client-urls={client}",
-            f"--advertise-client-urls={client}",
-            f"--listen-peer-urls={peer}",
-            f"--initial-advertise-peer-urls={peer}",
-            f"--initial-cluster=e2e={peer}",
-            # A throw-away cluster on a shared disk: durability buys nothing, fsyncs cost seconds.
-            "--unsafe-no-fsync",
-            "--log-level=warn",
-        ]
-
-    def _apiserver_args(self, ports: Ports) -> list[str]:
-        pki = self.pki
-        return [
-            f"--etcd-servers=http://127.0.0.1:{ports.etcd_client}",
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
-            f"--secure-port={ports.apiserver}",
-            # The `kubernetes` Service's endpoints would be this loopback address, which
-            # EndpointSlices reject; nothing in this cluster runs in a pod that needs it.
-            "--endpoint-reconciler-type=none",
-            f"--tls-cert-file={pki.serving_cert}",
-            f"--tls-private-key-file={pki.serving_key}",
-            f"--client-ca-file={pki.ca_cert}",
-            # Request-header authentication (aggregation layer): the controller-manager and the
-            # scheduler read this CA from the cluster to authenticate their health callers.
-            f"--requestheader-client-ca-file={pki.front_proxy_ca_cert}",
-            f"--requestheader-allowed-names={FRONT_PROXY_CLIENT}",
-            "--requestheader-username-headers=X-Remote-User",
-            "--requestheader-group-headers=X-Remote-Group",
-            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
-            f"--proxy-client-cert-file={pki.front_proxy_client_cert}",
-            f"--proxy-client-key-file={pki.front_proxy_client_key}",
-            "--authorization-mode=Node,RBAC",
-            f"--enable-admission-plugins={EXTRA_ADMISSION_PLUGINS}",
-            f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
-            f"--service-account-key-file={pki.sa_public_key}",
-            f"--service-account-signing-key-file={pki.sa_private_key}",
-            f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
-            "--profiling=false",
-        ]
-
-    def _controller_manager_args(self, ports: Ports, kubeconfigs: dict[str, Path]) -> list[str]:
-        kubeconfig = kubeconfigs[CONTROLLER_MANAGER.name]
-        pki = self.pki
-        return [
-            f"--kubeconfig={kubeconfig}",
-            f"--authentication-kubeconfig={kubeconfig}",
-            f"--authorization-kubeconfig={kubeconfig}",
-            "--bind-address=127.0.0.1",
-            f"--secure-port={ports.controller_manager}",
-            "--leader-elect=false",
-            "--controllers=*",
-            "--cluster-name=llmservice-e2e",
-            # Each controller gets its own ServiceAccount token, as in a real cluster.
-            "--use-service-account-credentials=true",
-            f"--root-ca-file={pki.ca_cert}",
-            f"--service-account-private-key-file={pki.sa_private_key}",
-            f"--cluster-signing-cert-file={pki.ca_cert}",
-            f"--cluster-signing-key-file={pki.ca_key}",
-            "--profiling=false",
-        ]
-
-    def _scheduler_args(self, ports: Ports, kubeconfigs: dict[str, Path]) -> list[str]:
-        kubeconfig = kubeconfigs[SCHEDULER.name]
-        return [
-            f"--kubeconfig={kubeconfig}",
-            f"--authentication-kubeconfig={kubeconfig}",
-            f"--authorization-kubeconfig={kubeconfig}",
-            "--bind-address=127.0.0.1",
-            f"--secure-port={ports.scheduler}",
-            "--leader-elect=false",
-            "--profiling=false",
-        ]
-
-    def _kwok_args(self, ports: Ports, kubeconfigs: dict[str, Path]) -> list[str]:
-        return [
-            f"--kubeconfig={kubeconfigs[KWOK.name]}",
-            f"--config={HERE / 'stages.yaml'}",
-            "--manage-all-nodes=false",
-            "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
-            f"--server-address=127.0.0.1:{ports.kwok}",
-            f"--cidr={POD_CIDR}",
-            f"--node-ip={NODE_IP}",
-            "--node-lease-duration-seconds=40",
-        ]
 
     def _start(self, name: str, args: list[str]) -> None:
         log = (self.logs / f"{name}.log").open("wb")
@@ -287,8 +156,8 @@ class ControlPlane:
         """Waits for `url` to answer 200 (the API server's with the admin certificate)."""
         context = ssl.create_default_context()
         if name == "kube-apiserver":
-            context.load_verify_locations(self.pki.ca_cert)
-            context.load_cert_chain(self.pki.client_cert(ADMIN), self.pki.client_key(ADMIN))
+            context.load_verify_locations(self.pki.cert("ca"))
+            context.load_cert_chain(self.pki.cert(ADMIN.name), self.pki.key(ADMIN.name))
         else:  # the controller-manager and scheduler serve with self-signed certificates
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE

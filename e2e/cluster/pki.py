@@ -58,47 +58,22 @@ class Pki:
     directory: Path
     """Where every file lives."""
 
-    @property
-    def ca_cert(self) -> Path:
-        return self.directory / "ca.crt"
+    def cert(self, stem: str) -> Path:
+        """The certificate `stem` ("ca", "apiserver", "front-proxy-ca", a client identity's name)."""
+        return self.directory / f"{stem}.crt"
 
-    @property
-    def ca_key(self) -> Path:
-        return self.directory / "ca.key"
-
-    @property
-    def serving_cert(self) -> Path:
-        return self.directory / "apiserver.crt"
-
-    @property
-    def serving_key(self) -> Path:
-        return self.directory / "apiserver.key"
-
-    @property
-    def front_proxy_ca_cert(self) -> Path:
-        return self.directory / "front-proxy-ca.crt"
-
-    @property
-    def front_proxy_client_cert(self) -> Path:
-        return self.directory / "front-proxy-client.crt"
-
-    @property
-    def front_proxy_client_key(self) -> Path:
-        return self.directory / "front-proxy-client.key"
+    def key(self, stem: str) -> Path:
+        """The private key of certificate `stem`."""
+        return self.directory / f"{stem}.key"
 
     @property
     def sa_private_key(self) -> Path:
+        """Signs ServiceAccount tokens (API server) and verifies them (controller-manager)."""
         return self.directory / "sa.key"
 
     @property
     def sa_public_key(self) -> Path:
         return self.directory / "sa.pub"
-
-    def client_cert(self, identity: ClientIdentity) -> Path:
-        return self.directory / f"{identity.name}.crt"
-
-    def client_key(self, identity: ClientIdentity) -> Path:
-        return self.directory / f"{identity.name}.key"
 
 
 def _openssl(*args: str) -> None:
@@ -107,59 +82,24 @@ def _openssl(*args: str) -> None:
         raise RuntimeError(f"openssl {args[0]} failed: {result.stderr.strip()}")
 
 
-def _subject(common_name: str, organization: str | None) -> str:
-    return (f"/O={organization}" if organization else "") + f"/CN={common_name}"
+def _subject(identity: ClientIdentity) -> str:
+    return (
+        f"/O={identity.organization}" if identity.organization else ""
+    ) + f"/CN={identity.common_name}"
 
 
-def _signed_cert(pki: Pki, stem: str, subject: str, extensions: list[str], ca: str = "ca") -> None:
-    """A fresh EC key and a certificate for it signed by CA `ca` (OpenSSL >= 3.0 `req -CA`)."""
+# A fresh EC P-256 key and an X.509 certificate for it, valid for 30 days.
+_NEW_CERTIFICATE = "req -x509 -new -nodes -days 30 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1"
+
+
+def _certificate(pki: Pki, stem: str, subject: str, extensions: list[str], ca: str | None) -> None:
+    """Key and certificate `stem`, signed by CA `ca` (OpenSSL >= 3.0 `req -CA`) or self-signed."""
+    signer = ["-CA", str(pki.cert(ca)), "-CAkey", str(pki.key(ca))] if ca else []
     _openssl(
-        "req",
-        "-x509",
-        "-new",
-        "-nodes",
-        "-days",
-        "30",
-        "-subj",
-        subject,
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-keyout",
-        str(pki.directory / f"{stem}.key"),
-        "-out",
-        str(pki.directory / f"{stem}.crt"),
-        "-CA",
-        str(pki.directory / f"{ca}.crt"),
-        "-CAkey",
-        str(pki.directory / f"{ca}.key"),
+        *_NEW_CERTIFICATE.split(),
+        *("-subj", subject, "-keyout", str(pki.key(stem)), "-out", str(pki.cert(stem))),
+        *signer,
         *[arg for ext in extensions for arg in ("-addext", ext)],
-    )
-
-
-def _ca(pki: Pki, stem: str, common_name: str) -> None:
-    _openssl(
-        "req",
-        "-x509",
-        "-new",
-        "-nodes",
-        "-days",
-        "30",
-        "-subj",
-        f"/CN={common_name}",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-keyout",
-        str(pki.directory / f"{stem}.key"),
-        "-out",
-        str(pki.directory / f"{stem}.crt"),
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,keyCertSign,cRLSign,digitalSignature",
     )
 
 
@@ -169,36 +109,18 @@ def make_pki(directory: Path) -> Pki:
         raise ToolMissingError("the `openssl` CLI is needed to make the e2e cluster's certificates")
     directory.mkdir(parents=True, exist_ok=True)
     pki = Pki(directory)
-    _ca(pki, "ca", "llmservice-e2e-ca")
-    _ca(pki, "front-proxy-ca", "llmservice-e2e-front-proxy-ca")
+    authority = ["basicConstraints=critical,CA:TRUE", "keyUsage=critical,keyCertSign,cRLSign"]
+    _certificate(pki, "ca", "/CN=llmservice-e2e-ca", authority, ca=None)
+    _certificate(pki, "front-proxy-ca", "/CN=llmservice-e2e-front-proxy-ca", authority, ca=None)
     leaf = ["basicConstraints=critical,CA:FALSE", "keyUsage=critical,digitalSignature"]
-    _signed_cert(
-        pki,
-        "apiserver",
-        "/CN=kube-apiserver",
-        [*leaf, "extendedKeyUsage=serverAuth", "subjectAltName=" + ",".join(SERVING_NAMES)],
-    )
-    _signed_cert(
-        pki,
-        "front-proxy-client",
-        f"/CN={FRONT_PROXY_CLIENT}",
-        [*leaf, "extendedKeyUsage=clientAuth"],
-        ca="front-proxy-ca",
-    )
+    client = [*leaf, "extendedKeyUsage=clientAuth"]
+    serving = [*leaf, "extendedKeyUsage=serverAuth", "subjectAltName=" + ",".join(SERVING_NAMES)]
+    _certificate(pki, "apiserver", "/CN=kube-apiserver", serving, ca="ca")
+    _certificate(pki, FRONT_PROXY_CLIENT, f"/CN={FRONT_PROXY_CLIENT}", client, ca="front-proxy-ca")
     for identity in CLIENTS:
-        _signed_cert(
-            pki,
-            identity.name,
-            _subject(identity.common_name, identity.organization),
-            [*leaf, "extendedKeyUsage=clientAuth"],
-        )
+        _certificate(pki, identity.name, _subject(identity), client, ca="ca")
     _openssl(
-        "genpkey",
-        "-algorithm",
-        "EC",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-out",
+        *["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-out"],
         str(pki.sa_private_key),
     )
     _openssl("pkey", "-in", str(pki.sa_private_key), "-pubout", "-out", str(pki.sa_public_key))

@@ -104,7 +104,7 @@ class OperatorProcess:
         write_kubeconfig(
             self._kubeconfig,
             self._plane.server,
-            self._plane.pki.ca_cert,
+            self._plane.pki.cert("ca"),
             token=token,
             namespace=self.namespace,
         )
