@@ -25,13 +25,11 @@ REPO = E2E.parent
 sys.path.insert(0, str(E2E))
 
 from cluster import ControlPlane, Kubectl, ensure_binaries  # noqa: E402
+from support.chart import install_chart  # noqa: E402
 from support.llmservices import LLMServices  # noqa: E402
 from support.operator_process import OperatorProcess  # noqa: E402
 
 LOG_ARCHIVE = REPO / "build" / "e2e-logs"
-CHART = REPO / "charts" / "llmservice"
-RELEASE = "llmservice"
-OPERATOR_NAMESPACE = "llmservice-system"
 
 
 @pytest.fixture(scope="session")
@@ -61,22 +59,8 @@ def kubectl(control_plane: ControlPlane) -> Kubectl:
 
 @pytest.fixture(scope="session")
 def chart(kubectl: Kubectl) -> dict[str, Any]:
-    """`helm install` of the chart (CRD, RBAC, operator Deployment); returns that Deployment."""
-    kubectl.helm(
-        "install",
-        RELEASE,
-        str(CHART),
-        "--namespace",
-        OPERATOR_NAMESPACE,
-        "--create-namespace",
-        "--wait",
-        "--timeout",
-        "3m",
-    )
-    (deployment,) = kubectl.items(
-        "deployments", OPERATOR_NAMESPACE, f"app.kubernetes.io/instance={RELEASE}"
-    )
-    return dict(deployment)
+    """The chart, installed once; its operator Deployment (see support/chart.py)."""
+    return install_chart(kubectl)
 
 
 @pytest.fixture(scope="session")

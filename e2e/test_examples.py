@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import yaml
 from cluster import Kubectl, wait_for
+from support.chart import RUNTIME_IMAGE
 from support.llmservices import EXAMPLES, LLMServices, in_namespace, load_manifests
 from support.operator_process import LLMSERVICE, OperatorProcess
 from support.prerequisites import prerequisites
@@ -84,6 +85,8 @@ def _server_container(deployment: Obj) -> Obj:
 def _check_deployment(deployment: Obj, spec: Obj, desired_replicas: int) -> None:
     pod = deployment["spec"]["template"]["spec"]
     server = _server_container(deployment)
+    # Without spec.image, the image the chart configured (runtimeImage) reaches the pods.
+    assert server["image"] == spec.get("image", RUNTIME_IMAGE)
     resources = spec.get("resources", {})
     gpus = int(resources.get("gpus", 1))
     gpu_name = resources.get("gpuResourceName", "nvidia.com/gpu")

@@ -1,5 +1,6 @@
 """An LLMService's life: spec changes roll out, re-applies change nothing, drift is repaired,
-the scale subresource works, and deleting it deletes its children (garbage collector).
+the scale subresource works, the HPA owns the replicas of an autoscaled service, switched-off
+features lose their objects, and deleting it deletes its children (garbage collector).
 """
 
 from __future__ import annotations
@@ -26,9 +27,34 @@ def _server_args(kubectl: Kubectl, namespace: str, name: str) -> list[str]:
 
 
 def _last_handled_labels(llmservice: dict[str, Any]) -> dict[str, str]:
+    """The labels of the LLMService as kopf last handled it (its diff-base annotation)."""
     annotations = llmservice["metadata"].get("annotations") or {}
     handled = annotations.get("llmservice.io/last-handled-configuration")
     return dict(json.loads(handled).get("metadata", {}).get("labels", {})) if handled else {}
+
+
+def _touch_and_wait_reconciled(
+    kubectl: Kubectl, llmservices: LLMServices, namespace: str, name: str
+) -> None:
+    """Makes kopf reconcile the unchanged spec once more and waits until it has."""
+    kubectl.run(
+        "label",
+        "llms",
+        name,
+        "-n",
+        namespace,
+        "--overwrite",
+        f"e2e.llmservice.io/touched={time.monotonic_ns()}",
+    )
+    touched = kubectl.get("llms", name, namespace)["metadata"]["labels"][
+        "e2e.llmservice.io/touched"
+    ]
+    llmservices.wait(
+        namespace,
+        name,
+        lambda obj: _last_handled_labels(obj).get("e2e.llmservice.io/touched") == touched,
+        "the operator to reconcile the touched LLMService",
+    )
 
 
 @pytest.mark.slow
@@ -81,15 +107,8 @@ def test_applying_the_same_manifest_again_changes_no_child(
         stdin=yaml.safe_dump(manifest),
     )
     # A label change makes kopf run the reconcile handler once more on the unchanged spec: the
-    # operator applies the very same objects again. kopf records what it handled last (labels
-    # included) in an annotation once the handler succeeded.
-    kubectl.run("label", "llms", "steady", "-n", namespace, "e2e.llmservice.io/touched=1")
-    llmservices.wait(
-        namespace,
-        "steady",
-        lambda obj: "e2e.llmservice.io/touched" in _last_handled_labels(obj),
-        "the operator to reconcile the touched LLMService",
-    )
+    # operator applies the very same objects again.
+    _touch_and_wait_reconciled(kubectl, llmservices, namespace, "steady")
     deadline = time.monotonic() + QUIET_SECONDS
     while time.monotonic() < deadline:
         assert llmservices.resource_versions(llmservice) == before
@@ -176,3 +195,57 @@ def test_deleting_the_llmservice_deletes_its_children(
         explain=lambda: llmservices.explain(namespace),
     )
     assert kubectl.get_or_none("llms", "doomed", namespace) is None
+
+
+@pytest.mark.slow
+def test_autoscaled_replicas_are_left_to_the_hpa(
+    namespace: str, kubectl: Kubectl, llmservices: LLMServices
+) -> None:
+    autoscaling = {"enabled": True, "minReplicas": 1, "maxReplicas": 3}
+    llmservices.apply(small_llmservice("elastic", namespace, autoscaling=autoscaling))
+    llmservices.wait_ready(namespace, "elastic")
+    # What the HorizontalPodAutoscaler does when it scales: the Deployment's scale subresource.
+    kubectl.run("scale", "deployment", "elastic", "-n", namespace, "--replicas=2")
+    _touch_and_wait_reconciled(kubectl, llmservices, namespace, "elastic")
+    deadline = time.monotonic() + QUIET_SECONDS
+    while time.monotonic() < deadline:
+        assert kubectl.get("deployment", "elastic", namespace)["spec"]["replicas"] == 2
+        time.sleep(1)
+    ready = llmservices.wait(
+        namespace,
+        "elastic",
+        lambda obj: obj["status"].get("readyReplicas") == 2,
+        "2 ready replicas",
+    )
+    assert ready["status"]["replicas"] == 2
+
+
+@pytest.mark.slow
+def test_switching_features_off_deletes_their_objects(
+    namespace: str, kubectl: Kubectl, llmservices: LLMServices
+) -> None:
+    manifest = small_llmservice(
+        "modest", namespace, autoscaling={"enabled": True, "maxReplicas": 2}
+    )
+    llmservice = llmservices.apply(manifest)
+    llmservices.wait_ready(namespace, "modest")
+    assert {"HorizontalPodAutoscaler", "NetworkPolicy"} <= set(llmservices.children(llmservice))
+
+    manifest["spec"]["autoscaling"] = {"enabled": False}
+    manifest["spec"]["networkPolicy"] = {"enabled": False}
+    manifest["spec"]["replicas"] = 2
+    llmservices.apply(manifest)
+    wait_for(
+        lambda: (
+            set(llmservices.children(llmservice))
+            == {"Deployment", "Service", "PodDisruptionBudget"}
+        ),
+        timeout=60,
+        what="the HorizontalPodAutoscaler and the NetworkPolicy to be deleted",
+        explain=lambda: llmservices.explain(namespace),
+    )
+    ready = llmservices.wait(
+        namespace, "modest", lambda obj: obj["status"].get("readyReplicas") == 2, "2 ready replicas"
+    )
+    assert ready["status"]["observedGeneration"] == 2
+    assert kubectl.get("deployment", "modest", namespace)["spec"]["replicas"] == 2
