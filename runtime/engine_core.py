@@ -111,6 +111,10 @@ class EngineCore:
 
     def add_request(self, request: EngineCoreRequest) -> None:
         """Queue a request; ValueError (naming the problem) if it can never run."""
+        # NOTE: everything the scheduler would reject is checked here, so a request deferred
+        # behind its prefix leader cannot fail later, inside step().
+        if not isinstance(request.request_id, str) or not request.request_id:
+            raise ValueError(f"request_id must be a non-empty str, got {request.request_id!r}")
         prompt = request.prompt_token_ids
         vocab = self.config.model.vocab_size
         if not isinstance(prompt, list) or not all(
@@ -120,6 +124,8 @@ class EngineCore:
                 f"request {request.request_id!r}: prompt_token_ids must be a list of token ids "
                 f"in [0, {vocab})"
             )
+        if not prompt:
+            raise ValueError(f"request {request.request_id!r} has an empty prompt")
         if len(prompt) >= self.max_model_len:
             raise ValueError(
                 f"request {request.request_id!r}: the prompt has {len(prompt)} tokens, more "

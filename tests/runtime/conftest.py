@@ -151,6 +151,14 @@ def text_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tokenizer(text_model: Path) -> Any:
+    """The text model's tokenizer (llmservice's wrapper)."""
+    from llmservice.runtime.tokenizer import Tokenizer
+
+    return Tokenizer.from_folder(text_model)
+
+
+@pytest.fixture(scope="session")
 def make_llm(checkpoints: dict[str, tuple[Path, Any]]) -> Callable[..., Any]:
     """make_llm(arch_or_path, **LLM kwargs) -> an LLM on the CPU."""
     from llmservice import LLM

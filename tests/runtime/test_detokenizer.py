@@ -2,19 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import pytest
-
 from llmservice.runtime.detokenizer import IncrementalDetokenizer
 from llmservice.runtime.tokenizer import Tokenizer
-
-
-@pytest.fixture(scope="module")
-def tokenizer(text_model: Path) -> Tokenizer:
-    loaded = Tokenizer.from_folder(text_model)
-    assert loaded is not None
-    return loaded
 
 
 def _stream(

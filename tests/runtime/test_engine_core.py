@@ -134,3 +134,24 @@ def test_max_tokens_none_runs_to_max_model_len(llama: Path) -> None:
     outputs = _run(core)["all"]
     assert len(PROMPT) + len(_tokens(outputs)) == 32
     assert outputs[-1].finish_reason == "length"
+
+
+def test_prefix_follower_waits_for_its_leader_or_its_abort(llama: Path) -> None:
+    prompt = list(range(3, 60))  # 3 full blocks before the last token
+    core = _core(llama)
+    core.add_request(_request("leader", prompt=prompt, max_tokens=3))
+    follower = EngineCoreRequest("follower", prompt, SamplingParams(temperature=0.0, max_tokens=3))
+    follower.prefix_leader = "leader"
+    core.add_request(follower)
+    first = core.step()
+    assert [o.request_id for o in first] == ["leader"]  # the follower waited
+    outputs = _run(core)
+    assert core.stats().scheduler.prefix_cache_hits == 48  # its 3 full prompt blocks
+    assert _tokens(outputs["follower"]) == _tokens(first + outputs["leader"])  # same greedy text
+    # A follower whose leader is aborted before its prompt is computed starts on its own.
+    core.add_request(_request("leader2", prompt=[7, *prompt], max_tokens=3))
+    late = EngineCoreRequest("late", [7, *prompt], SamplingParams(temperature=0.0, max_tokens=3))
+    late.prefix_leader = "leader2"
+    core.add_request(late)
+    core.abort_requests(["leader2"])
+    assert list(_run(core)) == ["late"]

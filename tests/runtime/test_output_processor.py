@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from llmservice import SamplingParams
@@ -13,13 +11,6 @@ from llmservice.runtime.outputs import TokenLogprobs
 from llmservice.runtime.tokenizer import Tokenizer
 
 TEXT = "the quick brown fox"
-
-
-@pytest.fixture(scope="module")
-def tokenizer(text_model: Path) -> Tokenizer:
-    loaded = Tokenizer.from_folder(text_model)
-    assert loaded is not None
-    return loaded
 
 
 def _feed(
