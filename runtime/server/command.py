@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import sys
 from typing import Any
 
 from llmservice.runtime.server.metrics import DEFAULT_LATENCY_BUCKETS
@@ -175,7 +177,14 @@ def run(args: argparse.Namespace) -> int:
         heartbeat_timeout_s=args.engine_heartbeat_timeout,
         latency_buckets=args.latency_buckets,
     )
-    return uvloop.run(Lifecycle(config, _engine_kwargs(args)).run())
+    code = uvloop.run(Lifecycle(config, _engine_kwargs(args)).run())
+    # Everything is closed and the engine core has exited. Tearing down an interpreter that
+    # has loaded torch takes seconds (C-level finalizers), which a rolling update would wait
+    # for: flush and leave now.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _engine_kwargs(args: argparse.Namespace) -> dict[str, Any]:

@@ -7,7 +7,7 @@ hung engine from an idle one. It never waits on HTTP: while requests are unfinis
 input without blocking. It exits when told to, when the engine raises (after sending
 `CoreFailed`), or when the API process is gone (it polls its parent's pid).
 
-This module is the only place the server touches the engine's torch-side types.
+The frames carry the engine's own `EngineCoreRequest` / `EngineCoreOutput` (INTERFACES.md 4).
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import sys
 import time
 import traceback
 from typing import TYPE_CHECKING, Any
@@ -76,7 +75,10 @@ def run_engine_core(
         inbox.close(linger=0)
         output.close()
         context.term()
-    sys.exit(code)
+    # Skip the interpreter's teardown of torch (seconds of C finalizers): nothing is left to
+    # flush but the log.
+    logging.shutdown()
+    os._exit(code)
 
 
 def _start_engine(engine_kwargs: dict[str, Any]) -> tuple[EngineCore, CoreReady]:

@@ -47,12 +47,15 @@ class APIError(Exception):
 
     def to_response(self) -> web.Response:
         """The envelope as an HTTP response with this error's status and headers."""
-        return web.Response(
+        response = web.Response(
             status=self.status,
             text=json.dumps(self.body()),
             content_type="application/json",
             headers=self.headers,
         )
+        if self.status == 413:  # the body was not read: the connection cannot carry another
+            response.force_close()
+        return response
 
 
 def invalid_request(message: str, param: str | None = None) -> APIError:

@@ -56,14 +56,22 @@ class Lifecycle:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._on_signal, signum)
-        phases: list[tuple[str, float]] = []
-        started = time.monotonic()
         try:
             listener = _bind(self._config)
         except OSError as error:
             logger.error("cannot listen on %s:%d: %s", self._config.host, self._config.port, error)
             return 1
         client = CoreClient(self._engine_kwargs, self._config.heartbeat_interval_s)
+        try:
+            code = await self._serve(listener, client)
+        finally:
+            await client.shutdown()
+        logger.info("stopped (exit code %d)", code)
+        return code
+
+    async def _serve(self, listener: socket.socket, client: CoreClient) -> int:
+        phases: list[tuple[str, float]] = []
+        started = time.monotonic()
         # The tokenizer and the output processor import transformers and torch (seconds): load
         # them in a thread while the engine core process starts, rather than before it.
         frontend = asyncio.ensure_future(asyncio.to_thread(_load_frontend, self._config.model))
@@ -71,17 +79,14 @@ class Lifecycle:
             ready = await self._until_stopped(client.start())
         except EngineDeadError as error:
             logger.error("%s", error)
-            await client.shutdown()
             return 1
         if ready is None:  # signalled during start-up
-            await client.shutdown()
             return 0
         phases.append(("engine core ready (wall)", time.monotonic() - started))
         try:
             tokenizer, processor, load_seconds = await frontend
         except Exception:
             logger.exception("loading the tokenizer failed")
-            await client.shutdown()
             return 1
         phases.append(("API process: tokenizer (in parallel)", load_seconds))
         started = time.monotonic()
@@ -122,17 +127,14 @@ class Lifecycle:
         watchdog = asyncio.create_task(self._watch(client, state))
         await self._stop.wait()
         watchdog.cancel()
-        code = 0
-        if state.failure is not None:
-            await asyncio.sleep(_FAILURE_GRACE_S)
-            code = 1
-        else:
+        if state.failure is None:
             await self._drain(router, state, client)
+        if client.failure is not None:
+            state.failure = client.failure
+            await asyncio.sleep(_FAILURE_GRACE_S)  # /health answers 503 meanwhile
         await runner.cleanup()
         await router.close()
-        await client.shutdown()
-        logger.info("stopped (exit code %d)", code)
-        return code
+        return 0 if client.failure is None else 1
 
     async def _until_stopped(self, start: Any) -> CoreReady | None:
         """Await the core's start-up unless a signal comes first (then None)."""

@@ -37,6 +37,7 @@ class SamplingFields(_Body):
     model: str | None = None
     n: int = 1
     max_tokens: int | None = None
+    max_completion_tokens: int | None = None
     temperature: float = 1.0
     top_p: float = 1.0
     seed: int | None = None
@@ -59,6 +60,13 @@ class SamplingFields(_Body):
     # OpenAI features not implemented: a request that sets them gets a 400
     logit_bias: dict[str, float] | None = None
     response_format: dict[str, Any] | None = None
+
+    def requested_max_tokens(self) -> tuple[int | None, str]:
+        """The output limit asked for, and the field it came from (OpenAI's newer
+        `max_completion_tokens` wins over `max_tokens`)."""
+        if self.max_completion_tokens is not None:
+            return self.max_completion_tokens, "max_completion_tokens"
+        return self.max_tokens, "max_tokens"
 
     def unsupported_fields(self) -> list[tuple[str, str]]:
         """(field, feature) for every unimplemented feature this request asks for."""
@@ -107,7 +115,6 @@ class ChatCompletionRequest(SamplingFields):
     """POST /v1/chat/completions."""
 
     messages: list[ChatMessage] = Field(min_length=1)
-    max_completion_tokens: int | None = None
     logprobs: bool = False
     top_logprobs: int | None = None
     add_generation_prompt: bool = True

@@ -44,9 +44,8 @@ async def create_chat_completion(
     body = await parse_body(request, ChatCompletionRequest, context.config)
     request_id = new_request_id("chatcmpl")
     check_common(body, context, request_id)
-    max_tokens, param = body.max_tokens, "max_tokens"
-    if body.max_completion_tokens is not None:
-        max_tokens, param = body.max_completion_tokens, "max_completion_tokens"
+    limit = body.requested_max_tokens()
+    max_tokens, param = limit
     check_max_tokens(max_tokens, param, body.n, context)
     if body.top_logprobs is not None and not body.logprobs:
         raise invalid_request("top_logprobs needs logprobs=true", "top_logprobs")
@@ -55,7 +54,7 @@ async def create_chat_completion(
         context, body.messages, body.add_generation_prompt, body.chat_template_kwargs
     )
     token_ids = context.require_tokenizer().encode(prompt_text, add_special_tokens=False)
-    room = check_prompt(token_ids, max_tokens, "messages", context)
+    room = check_prompt(token_ids, limit, "messages", context)
     if max_tokens is None:  # the default fills the model's room: n times that must fit too
         check_max_tokens(room, param, body.n, context)
     params = sampling_params(body, room, (body.top_logprobs or 0) if body.logprobs else None)

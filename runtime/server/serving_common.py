@@ -126,9 +126,11 @@ def check_logprobs(top: int | None, param: str) -> None:
 
 
 def check_prompt(
-    token_ids: list[int], max_tokens: int | None, param: str, context: ServingContext
+    token_ids: list[int], limit: tuple[int | None, str], param: str, context: ServingContext
 ) -> int:
-    """The prompt fits with its output; returns the effective max_tokens."""
+    """The prompt (field `param`) fits with its output limit `(max_tokens, its field)`;
+    returns the effective max_tokens (the room left when none was asked for)."""
+    max_tokens, max_tokens_param = limit
     if not token_ids:
         raise invalid_request("the prompt is empty", param)
     bad = next((t for t in token_ids if not 0 <= t < context.vocab_size), None)
@@ -136,20 +138,20 @@ def check_prompt(
         raise invalid_request(
             f"token id {bad} is outside the vocabulary [0, {context.vocab_size})", param
         )
-    limit = context.max_model_len
-    if len(token_ids) >= limit:
+    model_len = context.max_model_len
+    if len(token_ids) >= model_len:
         raise invalid_request(
             f"the prompt has {len(token_ids)} tokens; this model's maximum context length is "
-            f"{limit} tokens, and at least one must be left for the output",
+            f"{model_len} tokens, and at least one must be left for the output",
             param,
         )
-    if max_tokens is not None and len(token_ids) + max_tokens > limit:
+    if max_tokens is not None and len(token_ids) + max_tokens > model_len:
         raise invalid_request(
-            f"this model's maximum context length is {limit} tokens, but {len(token_ids)} "
-            f"prompt tokens + max_tokens {max_tokens} is {len(token_ids) + max_tokens}",
-            "max_tokens",
+            f"this model's maximum context length is {model_len} tokens, but {len(token_ids)} "
+            f"prompt tokens + {max_tokens_param} {max_tokens} is {len(token_ids) + max_tokens}",
+            max_tokens_param,
         )
-    return limit - len(token_ids) if max_tokens is None else max_tokens
+    return model_len - len(token_ids) if max_tokens is None else max_tokens
 
 
 def sampling_params(

@@ -35,20 +35,22 @@ async def create_completion(request: web.Request, context: ServingContext) -> we
     body = await parse_body(request, CompletionRequest, context.config)
     request_id = new_request_id("cmpl")
     check_common(body, context, request_id)
-    check_max_tokens(body.max_tokens, "max_tokens", body.n, context)
+    limit = body.requested_max_tokens()
+    max_tokens = limit[0]
+    check_max_tokens(max_tokens, limit[1], body.n, context)
     check_logprobs(body.logprobs, "logprobs")
     if body.echo and body.logprobs is not None:
         raise not_implemented("echo with logprobs (prompt logprobs)", "echo")
     prompts = _tokenize(body.prompt, context)
     for prompt in prompts:
-        check_prompt(prompt.token_ids, body.max_tokens, "prompt", context)
+        check_prompt(prompt.token_ids, limit, "prompt", context)
     if body.echo:  # echoed token-id prompts need their text
         tokenizer = context.require_tokenizer()
         prompts = [
             p if p.text is not None else PromptInput(p.token_ids, tokenizer.decode(p.token_ids))
             for p in prompts
         ]
-    params = sampling_params(body, body.max_tokens, body.logprobs)
+    params = sampling_params(body, max_tokens, body.logprobs)
     context.state.admit(len(prompts) * body.n)
     for prompt in prompts:
         log_request(context, request_id, prompt.text, prompt.token_ids, params)

@@ -25,13 +25,20 @@ def _assert_envelope(body: Any, status: int, expected: int, param: str | None = 
 
 
 def _raw(server: ServerProcess, data: bytes) -> tuple[int, dict[str, Any]]:
-    """Send raw bytes; (status, JSON body) of the answer."""
+    """Send raw bytes; (status, JSON body) of the answer, read as soon as it is complete."""
     with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
         sock.sendall(data)
         answer = b""
-        while chunk := sock.recv(65536):
-            answer += chunk
-    head, _, body = answer.partition(b"\r\n\r\n")
+        while b"\r\n\r\n" not in answer:
+            answer += sock.recv(65536)
+        head, _, body = answer.partition(b"\r\n\r\n")
+        length = next(
+            int(line.split(b":")[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        )
+        while len(body) < length:
+            body += sock.recv(65536)
     return int(head.split()[1]), json.loads(body)
 
 
@@ -166,3 +173,6 @@ def test_version_health_and_ready(api_server: ServerProcess) -> None:
     assert status == 200 and json.loads(body) == {"version": llmservice.__version__}
     assert api_server.get("/health")[0] == 200
     assert api_server.get("/ready")[0] == 200
+    log = api_server.log()  # the access log leaves the probes out
+    assert '"GET /version" 200' in log
+    assert '"GET /health"' not in log and '"GET /ready"' not in log and '"GET /metrics"' not in log

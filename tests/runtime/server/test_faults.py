@@ -119,15 +119,26 @@ def test_sigterm_under_load_finishes_in_flight_and_refuses_new_requests(
         server.stop()
 
 
-def test_sigterm_aborts_what_outlives_the_shutdown_timeout(
+def test_preemption_keeps_answers_and_ttft_once_then_sigterm_aborts_what_outlives_the_timeout(
     tiny_model: Path, tmp_path: Path
 ) -> None:
-    server = start_server(tiny_model, tmp_path, "--shutdown-timeout", "0")
+    # 6 usable KV blocks of 16 tokens: four 64-token requests cannot all hold their blocks.
+    server = start_server(
+        tiny_model, tmp_path, "--shutdown-timeout", "0", "--max-model-len", "96",
+        "--num-kv-blocks", "7", "--max-num-seqs", "4", "--max-log-len", "4",
+    )  # fmt: skip
 
-    async def scenario() -> tuple[list[Any], dict[str, Any]]:
+    async def preempting_load() -> list[dict[str, Any]]:
+        async with aiohttp.ClientSession() as session:
+            body = {"prompt": "quick fox", "max_tokens": 60, "ignore_eos": True}
+            url = server.url + "/v1/completions"
+            responses = await asyncio.gather(*(session.post(url, json=body) for _ in range(4)))
+            return [await response.json() for response in responses]
+
+    async def abort_by_sigterm() -> tuple[list[Any], dict[str, Any]]:
         async with aiohttp.ClientSession() as session:
             url = server.url + "/v1/completions"
-            body = {"prompt": "quick fox", "max_tokens": 250, "ignore_eos": True}
+            body = {"prompt": "quick fox", "max_tokens": 90, "ignore_eos": True}
             plain = asyncio.create_task(session.post(url, json=body))
             async with session.post(url, json={**body, "stream": True}) as response:
                 await response.content.readline()
@@ -137,7 +148,15 @@ def test_sigterm_aborts_what_outlives_the_shutdown_timeout(
                 return events, await answer.json()
 
     try:
-        events, answer = asyncio.run(scenario())
+        answers = asyncio.run(preempting_load())
+        assert [a["usage"]["completion_tokens"] for a in answers] == [60] * 4
+        metrics = server.metrics()
+        assert metrics["llmservice:num_preemptions_total"] > 0
+        assert metrics["llmservice:time_to_first_token_seconds_count"] == 4
+        assert metrics['llmservice:request_success_total{finished_reason="length"}'] == 4
+        assert "prompt 'quic'" in server.log()  # --max-log-len
+
+        events, answer = asyncio.run(abort_by_sigterm())
         assert events[-1] == "[DONE]" and events[-2]["choices"][0]["finish_reason"] == "abort"
         assert answer["choices"][0]["finish_reason"] == "abort"
         assert server.process.wait(timeout=60) == 0

@@ -201,6 +201,13 @@ def test_vllm_extensions_are_honoured(client: openai.OpenAI) -> None:
         extra_body={"min_tokens": 7, "top_k": 5, "min_p": 0.1, "repetition_penalty": 1.1},
     )
     assert response.usage.completion_tokens >= 7
+    response = client.completions.create(
+        model="tiny",
+        prompt="<|go|>",
+        max_tokens=50,
+        extra_body={"max_completion_tokens": 2, "ignore_eos": True},
+    )
+    assert response.usage.completion_tokens == 2
 
 
 def test_async_client_serves_concurrent_requests(api_server: ServerProcess) -> None:
