@@ -71,11 +71,13 @@ def test_fast_path_greedy_matches_reference(
     assert runner.graphs is not None
     assert runner.graphs.sizes == [1, 2, 4, 8, 16]
     assert _generate(fast, passes=2) == expected
-    # Most steps are pure decode: the graphs served them.
-    assert runner.graphs.num_replays > max(MAX_TOKENS)
+    # Pure-decode steps replayed graphs (with an 8-token budget most steps are mixed, eager).
+    assert runner.graphs.num_replays > 0
     stats = fast.engine_core.stats().scheduler
     if mode == "default":
         assert stats.prefix_cache_hits > 0
+        # Two passes of at least 40 steps, nearly all pure decode.
+        assert runner.graphs.num_replays > max(MAX_TOKENS)
     if mode == "preemption":
         assert stats.num_preemptions_total > 0
     fast.engine_core.scheduler.kv_cache.check_integrity()
