@@ -165,7 +165,7 @@ async def _tokenize(request: web.Request) -> web.Response:
     else:
         text = body.prompt or ""
         add_special = body.add_special_tokens is not False
-    tokens = tokenizer.encode(text, add_special_tokens=add_special)
+    tokens = await context.encode(text, add_special_tokens=add_special)
     result: dict[str, Any] = {
         "count": len(tokens),
         "max_model_len": context.max_model_len,

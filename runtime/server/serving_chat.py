@@ -53,7 +53,7 @@ async def create_chat_completion(
     prompt_text = render_chat(
         context, body.messages, body.add_generation_prompt, body.chat_template_kwargs
     )
-    token_ids = context.require_tokenizer().encode(prompt_text, add_special_tokens=False)
+    token_ids = await context.encode(prompt_text, add_special_tokens=False)
     room = check_prompt(token_ids, limit, "messages", context)
     if max_tokens is None:  # the default fills the model's room: n times that must fit too
         check_max_tokens(room, param, body.n, context)
@@ -86,7 +86,7 @@ def render_chat(
         return context.require_tokenizer().apply_chat_template(
             [_message_dict(m) for m in messages], add_generation_prompt, **kwargs
         )
-    except (ValueError, jinja2.TemplateError) as error:
+    except (ValueError, TypeError, jinja2.TemplateError) as error:  # the conversation's fault
         raise invalid_request(f"the chat template failed: {error}", "messages") from None
 
 

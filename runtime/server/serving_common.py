@@ -7,6 +7,7 @@ and finally the prompt's length against the model, once it is tokenized.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -28,6 +29,8 @@ from llmservice.runtime.tokenizer import Tokenizer
 logger = logging.getLogger("llmservice.server")
 
 BodyT = TypeVar("BodyT", bound=BaseModel)
+# Texts shorter than this tokenize in well under a millisecond: not worth a thread hop.
+_INLINE_TOKENIZE_CHARS = 16 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +63,14 @@ class ServingContext:
         if self.tokenizer is None:
             raise invalid_request("this model has no tokenizer: send prompts as token ids")
         return self.tokenizer
+
+    async def encode(self, text: str, add_special_tokens: bool) -> list[int]:
+        """Token ids of `text`; a long text is tokenized in a thread, so the event loop keeps
+        streaming other requests' tokens meanwhile."""
+        tokenizer = self.require_tokenizer()
+        if len(text) < _INLINE_TOKENIZE_CHARS:
+            return tokenizer.encode(text, add_special_tokens=add_special_tokens)
+        return await asyncio.to_thread(tokenizer.encode, text, add_special_tokens)
 
 
 async def parse_body(request: web.Request, model: type[BodyT], config: ServerConfig) -> BodyT:

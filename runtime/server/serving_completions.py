@@ -41,7 +41,7 @@ async def create_completion(request: web.Request, context: ServingContext) -> we
     check_logprobs(body.logprobs, "logprobs")
     if body.echo and body.logprobs is not None:
         raise not_implemented("echo with logprobs (prompt logprobs)", "echo")
-    prompts = _tokenize(body.prompt, context)
+    prompts = await _tokenize(body.prompt, context)
     for prompt in prompts:
         check_prompt(prompt.token_ids, limit, "prompt", context)
     if body.echo:  # echoed token-id prompts need their text
@@ -62,7 +62,7 @@ async def create_completion(request: web.Request, context: ServingContext) -> we
     return await respond(request, generation, builder, body.stream, body.stream_options)
 
 
-def _tokenize(
+async def _tokenize(
     prompt: str | list[str] | list[int] | list[list[int]], context: ServingContext
 ) -> list[PromptInput]:
     """The prompts of the request: a string, a batch of strings, token ids or a batch of them."""
@@ -76,8 +76,7 @@ def _tokenize(
     inputs = []
     for item in items:
         if isinstance(item, str):
-            tokenizer = context.require_tokenizer()
-            inputs.append(PromptInput(tokenizer.encode(item, add_special_tokens=True), item))
+            inputs.append(PromptInput(await context.encode(item, add_special_tokens=True), item))
         else:
             inputs.append(PromptInput(list(item)))
     return inputs

@@ -67,6 +67,7 @@ def _raw(server: ServerProcess, data: bytes) -> tuple[int, dict[str, Any]]:
         (COMPLETIONS, {"prompt": [1, 2, 10**9]}, "prompt"),
         (COMPLETIONS, {"prompt": []}, "prompt"),
         (COMPLETIONS, {"prompt": "x" * 300}, "prompt"),
+        (COMPLETIONS, {"prompt": "the quick " * 2000}, "prompt"),  # tokenized in a thread
         (COMPLETIONS, {"prompt": [1] * 250, "max_tokens": 10}, "max_tokens"),
     ],
 )
