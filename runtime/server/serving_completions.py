@@ -121,7 +121,9 @@ class _CompletionBuilder:
         if self._logprobs is not None and delta.logprobs is not None:
             logprobs = self._logprobs[index].add(delta.token_ids, delta.logprobs)
             self._logprob_parts[index].append(logprobs)
-        if not delta.text and delta.finish_reason is None and logprobs is None:
+        # NOTE: a chunk per new token even when it adds no text (half a UTF-8 character, a model
+        # without a tokenizer), as vLLM does: clients time tokens by chunks.
+        if not delta.text and not delta.token_ids and delta.finish_reason is None:
             return None
         return self._record(index, delta.text, logprobs, delta.finish_reason, delta.stop_reason)
 

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -62,20 +63,39 @@ def test_a_killed_engine_core_fails_health_and_the_server_exits_nonzero(
     assert "the engine core process exited" in server.log()
 
 
-def test_a_hung_engine_core_fails_health_and_the_server_exits_nonzero(
+def test_a_model_without_tokenizer_then_a_hung_engine_core(
     tiny_model: Path, tmp_path: Path
 ) -> None:
-    server = start_server(tiny_model, tmp_path, "--engine-heartbeat-timeout", "3")
-    core_pid = server.core_pid()
-    os.kill(core_pid, signal.SIGSTOP)
+    # Random weights from config.json alone (load_format dummy), no tokenizer files.
+    model = tmp_path / "config-only"
+    model.mkdir()
+    shutil.copy(tiny_model / "config.json", model / "config.json")
+    server = start_server(
+        model, tmp_path, "--load-format", "dummy", "--engine-heartbeat-timeout", "3"
+    )
     try:
+        # token-id prompts work, and a stream has a chunk per token although nothing decodes
+        body = {"prompt": [5, 6, 7], "max_tokens": 4, "ignore_eos": True, "stream": True}
+        events = asyncio.run(_stream_events(server.url + "/v1/completions", body))
+        assert len(events) == 5 and events[-1] == "[DONE]"
+        status, _, answer = server.post("/v1/completions", {"prompt": "text", "max_tokens": 2})
+        assert status == 400 and "no tokenizer" in answer["error"]["message"]
+
+        core_pid = server.core_pid()
+        os.kill(core_pid, signal.SIGSTOP)
         assert _wait_status(server, "/health", 503)
         assert server.process.wait(timeout=30) != 0
         assert "has not reported for 3s (hung)" in server.log()
     finally:
         server.stop()
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(core_pid, signal.SIGKILL)  # the server kills it; this only makes sure
+        with contextlib.suppress(ProcessLookupError, AssertionError):
+            os.kill(server.core_pid(), signal.SIGKILL)  # the server kills it; this makes sure
+
+
+async def _stream_events(url: str, body: dict[str, Any]) -> list[Any]:
+    async with aiohttp.ClientSession() as session, session.post(url, json=body) as response:
+        assert response.status == 200
+        return await _read_events(response)
 
 
 def test_sigterm_under_load_finishes_in_flight_and_refuses_new_requests(
