@@ -111,4 +111,5 @@ def test_200_streaming_clients_some_leaving(api_server: ServerProcess) -> None:
         assert metrics["llmservice:num_requests_waiting"] == 0
         assert metrics["llmservice:kv_cache_usage_perc"] == 0
         rss.append(_rss_bytes(api_server.pid))
+    print(f"API process RSS after each round: {[r // 1024 for r in rss]} KiB")
     assert rss[1] - rss[0] < MAX_RSS_GROWTH_BYTES, rss
