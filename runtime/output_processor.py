@@ -117,7 +117,7 @@ class OutputProcessor:
             raise ValueError("stop strings need a tokenizer, and this model has none")
         arrival = time.monotonic() if arrival_time is None else arrival_time
         parent = _Parent(request_id, prompt, list(prompt_token_ids), [], arrival_time=arrival)
-        core_requests = []
+        core_requests: list[EngineCoreRequest] = []
         for index in range(params.n):
             core_id = request_id if params.n == 1 else f"{request_id}-{index}"
             if core_id in self._samples:
