@@ -125,3 +125,25 @@ def test_bad_engine_arguments(make_llm: Callable[..., Any], tmp_path: Path) -> N
         make_llm("llama", load_format="pt")
     with pytest.raises(ValueError, match="max_num_seqs"):
         make_llm("llama", max_num_seqs=0)
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_half_precision_dtypes(
+    checkpoints: dict[str, tuple[Path, Any]], make_llm: Callable[..., Any], dtype: str
+) -> None:
+    llm = make_llm("qwen3", dtype=dtype)
+    weights = llm.engine_core.model_runner.model.parameters()
+    assert {str(p.dtype) for p in weights} == {f"torch.{dtype}"}
+    assert llm.engine_core.model_runner.kv_caches[0].dtype == getattr(torch, dtype)
+    params = SamplingParams(temperature=0.0, max_tokens=8, logprobs=1)
+    completion = llm.generate(PROMPT, params)[0].outputs[0]
+    assert len(completion.token_ids) == 8
+    # Rounding may swap near-ties, so compare with float32 transformers within half precision.
+    hf_model = checkpoints["qwen3"][1]
+    with torch.no_grad():
+        logits = hf_model(torch.tensor([PROMPT["prompt_token_ids"]])).logits[0, -1]
+    expected = torch.log_softmax(logits.float(), dim=-1)
+    first = completion.token_ids[0]
+    assert float(expected[first]) >= float(expected.max()) - 0.05
+    assert completion.logprobs is not None
+    assert completion.logprobs[0][first].logprob == pytest.approx(float(expected[first]), abs=0.05)
