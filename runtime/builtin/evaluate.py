@@ -37,6 +37,9 @@ class Generation:
     """Each reply's tokens, without the EOS that ended it."""
     seconds: float
     """Wall time of the whole generation."""
+    cpu_seconds: float
+    """CPU time of this process (all its threads) over the same span: on a shared machine,
+    wall time counts the other processes' turns too, CPU time does not."""
 
     @property
     def num_tokens(self) -> int:
@@ -66,7 +69,7 @@ def generate_hf(
     """Greedy replies through transformers' `generate`, left-padded batches on the model's device."""
     device = next(model.parameters()).device
     replies: list[list[int]] = []
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     for first in range(0, len(prompts), batch_size):
         batch = prompts[first : first + batch_size]
         width = max(len(p) for p in batch)
@@ -85,7 +88,7 @@ def generate_hf(
                 pad_token_id=pad_id,
             )
         replies.extend(_strip_eos(row[width:].tolist(), eos_id) for row in out)
-    return Generation(replies, time.perf_counter() - start)
+    return Generation(replies, time.perf_counter() - start, time.process_time() - cpu_start)
 
 
 def generate_llm(
@@ -104,12 +107,12 @@ def generate_llm(
     llm = LLM(model=str(model_path), device=device, max_num_seqs=max(batch_size, 1))
     params = SamplingParams(max_tokens=max_new_tokens, temperature=0.0)
     replies: list[list[int]] = []
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     for first in range(0, len(prompts), batch_size):
         batch = [{"prompt_token_ids": ids} for ids in prompts[first : first + batch_size]]
         outputs = llm.generate(batch, params)
         replies.extend(_strip_eos(out.outputs[0].token_ids, eos_id) for out in outputs)
-    return Generation(replies, time.perf_counter() - start)
+    return Generation(replies, time.perf_counter() - start, time.process_time() - cpu_start)
 
 
 def count_correct(tokenizer: Any, problems: Sequence[Exchange], generation: Generation) -> int:
@@ -121,11 +124,13 @@ def count_correct(tokenizer: Any, problems: Sequence[Exchange], generation: Gene
 
 
 def _report(name: str, correct: int, total: int, generation: Generation, batch_size: int) -> str:
-    rate = generation.num_tokens / generation.seconds
+    tokens = generation.num_tokens
     return (
-        f"{name}: {correct}/{total} correct ({100 * correct / total:.1f}%), "
-        f"{generation.num_tokens} tokens in {generation.seconds:.1f} s "
-        f"= {rate:.0f} tokens/s at batch {batch_size}"
+        f"{name}: {correct}/{total} correct ({100 * correct / total:.1f}%), {tokens} tokens "
+        f"at batch {batch_size} in {generation.seconds:.1f} s wall "
+        f"({tokens / generation.seconds:.0f} tokens/s), {generation.cpu_seconds:.1f} s CPU "
+        f"({tokens / generation.cpu_seconds:.0f} tokens per CPU second), "
+        f"{torch.get_num_threads()} torch threads"
     )
 
 

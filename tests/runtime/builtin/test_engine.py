@@ -65,7 +65,7 @@ def test_batched_greedy_answers_are_at_least_95_percent_right(
     outputs: list[Any], problems: list[Exchange], hf_tokenizer: Any
 ) -> None:
     eos = hf_tokenizer.eos_token_id
-    generation = Generation([_reply_ids(o, eos) for o in outputs], seconds=1.0)
+    generation = Generation([_reply_ids(o, eos) for o in outputs], seconds=1.0, cpu_seconds=1.0)
     correct = count_correct(hf_tokenizer, problems, generation)
     assert correct >= 0.95 * NUM_PROBLEMS, f"{correct}/{NUM_PROBLEMS}"
     assert all(o.outputs[0].finish_reason == "stop" for o in outputs)

@@ -16,19 +16,14 @@ from typing import Any
 
 import pytest
 
+from llmservice.runtime.builtin.arithmetic import parse_chain, solve
 from llmservice.runtime.builtin.corpus import heldout_problems
 
 pytestmark = pytest.mark.slow
 
 _QUESTION = "What is 47 * 23?"
-_WORKING = (
-    "47*23\n"
-    "47*23 = 47*20+47*3\n"
-    "47*2: 7*2=14 → 4, 4*2+1=9 → 94\n"
-    "47*3: 7*3=21 → 1, 4*3+2=14 → 141\n"
-    "940+141: 0+1=1 → 1, 4+4=8 → 81, 9+1=10 → 1081\n"
-    "= 1081"
-)
+# the working the model was trained to write (its text is pinned in test_arithmetic.py)
+_WORKING, _ = solve(parse_chain([47, 23], ["*"]))
 
 
 def _post(url: str, body: dict[str, Any]) -> urllib.request.Request:
