@@ -44,8 +44,11 @@ class SSEStream:
         return self._response
 
     async def open(self) -> None:
-        """Send the status line and headers."""
-        await self._response.prepare(self._request)
+        """Send the status line and headers; ClientGone when the client has left."""
+        try:
+            await self._response.prepare(self._request)
+        except ConnectionError as error:
+            raise ClientGone from error
 
     async def send(self, payload: dict[str, Any]) -> None:
         """One `data:` event; ClientGone when the client has left."""
