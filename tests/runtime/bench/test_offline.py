@@ -122,7 +122,8 @@ def test_peer_runs_the_same_workload_subset_and_the_ratio_is_on_our_line(
     assert (peer["requests"], peer["subset_of_requests"]) == (2, 4)
     assert (peer["prompt_tokens"], peer["output_tokens"]) == (32, 8)
     assert peer["attn_implementation"] == "paged|sdpa" and "transformers_version" in peer
-    assert peer["projected_elapsed_s"] == pytest.approx(peer["elapsed_s"] * 2, rel=0.01)
+    # both figures are rounded to milliseconds, so a tiny CPU run can differ by the rounding
+    assert peer["projected_elapsed_s"] == pytest.approx(peer["elapsed_s"] * 2, rel=0.01, abs=1.5e-3)
     _check_rates(peer)
     ratio = ours["total_tok_s"] / peer["total_tok_s"]
     assert ours["speedup_vs_transformers"] == pytest.approx(ratio, rel=0.02)

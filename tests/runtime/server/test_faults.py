@@ -14,7 +14,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from server_harness import ServerProcess, start_server
+from server_harness import ServerProcess, start_server, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -117,9 +117,12 @@ def test_sigterm_under_load_finishes_in_flight_and_refuses_new_requests(
                     assert response.status == 200
                     return await _read_events(response)
 
-            # two run (max_num_seqs 2) and two wait (the waiting limit)
+            # two run (max_num_seqs 2) and two wait (the waiting limit); a fixed sleep here was
+            # flaky both ways: on a loaded box the server had not seen all four yet, on a quiet
+            # one the first pair could already be done. Wait for the core to report the queue.
             in_flight = [asyncio.create_task(stream(60)) for _ in range(4)]
-            await asyncio.sleep(1.0)
+            waiting = "llmservice:num_requests_waiting"
+            assert await asyncio.to_thread(wait_for, server, waiting, 2, 30.0) >= 2
             async with session.post(url, json={"prompt": "x", "max_tokens": 2}) as refused:
                 assert refused.status == 503 and refused.headers["Retry-After"]
                 assert "too many requests waiting" in (await refused.json())["error"]["message"]
