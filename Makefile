@@ -10,8 +10,11 @@ PACKAGES := operator runtime scheduler kvcache kernels
 venv:
 	@scripts/venv.sh >/dev/null
 
+# The built-in model on the CPU with its reasoning split out; ARGS adds or overrides flags
+# (the last occurrence of a flag wins), e.g. make serve ARGS="--port 9000 --api-key sk-local".
 serve:
-	@venv=$(VENV); exec "$$venv/bin/llmservice" serve $(ARGS)
+	@venv=$(VENV); exec "$$venv/bin/llmservice" serve builtin:tiny-reasoner --device cpu \
+		--reasoning-parser deepseek_r1 $(ARGS)
 
 test: lint typecheck unit e2e
 
