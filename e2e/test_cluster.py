@@ -6,8 +6,8 @@ These pin down what the operator tests rely on, without the operator.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -179,17 +179,35 @@ def test_rbac_is_enforced_for_service_account_tokens(
     assert whoami["status"]["userInfo"]["username"] == f"system:serviceaccount:{NAMESPACE}:nobody"
 
 
+def _running(pid: int) -> bool:
+    """Whether `pid` is a live process (a zombie waiting to be reaped is not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
 @pytest.mark.slow
-def test_up_and_down_leave_no_process_or_file(control_plane: ControlPlane) -> None:
-    directory = Path(tempfile.mkdtemp(prefix="llmservice-e2e-updown-"))
-    plane = ControlPlane(directory, control_plane.bin_dir)
-    plane.up()
+def test_up_and_down_by_hand_leave_no_process_or_file(
+    control_plane: ControlPlane, tmp_path: Path
+) -> None:
+    directory = tmp_path / "by-hand"
+    cli = [sys.executable, str(Path(__file__).parent / "cluster")]
+    up = subprocess.run(
+        [*cli, "up", "--dir", str(directory)], capture_output=True, text=True, timeout=300
+    )
+    assert up.returncode == 0, up.stderr
+    assert f"export KUBECONFIG={directory / 'kubeconfig'}" in up.stdout
+    # `up` has exited; the components run on in their own process groups.
     state = json.loads((directory / "state.json").read_text())
     pids = [entry["pid"] for entry in state["processes"].values()]
-    assert len(pids) == 5
-    assert plane.kubectl.items("nodes")
-    plane.down()
+    assert len(pids) == 5 and all(_running(pid) for pid in pids)
+    by_hand = Kubectl(control_plane.bin_dir, directory / "kubeconfig")
+    assert len(by_hand.items("nodes")) == 3
+    env = subprocess.run([*cli, "env", "--dir", str(directory)], capture_output=True, text=True)
+    assert f"export KUBECONFIG={directory / 'kubeconfig'}" in env.stdout
+
+    subprocess.run([*cli, "down", "--dir", str(directory)], check=True, capture_output=True)
     assert not directory.exists()
-    for pid in pids:
-        with pytest.raises(ProcessLookupError):
-            os.kill(pid, 0)
+    assert not any(_running(pid) for pid in pids)
