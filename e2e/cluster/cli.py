@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 from pathlib import Path
 
-from .build import cache_dir, ensure_binaries
+from .build import ChecksumError, ToolMissingError, cache_dir, ensure_binaries
 from .control_plane import ControlPlane, stop
 
 DEFAULT_DIR = Path(tempfile.gettempdir()) / "llmservice-k8s"
@@ -33,7 +34,11 @@ def main(argv: list[str] | None = None) -> int:
         stop(directory)
         print(f"stopped; removed {directory}")
         return 0
-    bin_dir = ensure_binaries()
+    try:
+        bin_dir = ensure_binaries()
+    except (ToolMissingError, ChecksumError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     if args.command == "build":
         print(json.dumps(json.loads((cache_dir() / "stamp.json").read_text()), indent=2))
     elif args.command == "up":
