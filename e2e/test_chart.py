@@ -2,18 +2,22 @@
 
 "Enough" is proven by the whole e2e run: the operator runs with the chart's ServiceAccount token
 and the `operator` fixture fails the session if the API server refused it anything. "No more"
-is checked here, verb by verb, with `kubectl auth can-i` under that same token.
+is checked here, verb by verb, with `kubectl auth can-i` under that same token, for the
+cluster-wide release and for a second release confined to a list of namespaces.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from cluster import Kubectl
+from cluster import ControlPlane, Kubectl
+from cluster.kubeconfig import write_kubeconfig
+from support.chart import CHART
 from support.llmservices import REPO
 from support.operator_process import OperatorProcess
 
@@ -50,7 +54,7 @@ def _differences(generated: Any, live: Any, path: str = "") -> Iterator[str]:
 
 
 def test_chart_passes_helm_lint(kubectl: Kubectl) -> None:
-    out = kubectl.helm("lint", "--strict", str(REPO / "charts" / "llmservice"))
+    out = kubectl.helm("lint", "--strict", str(CHART))
     assert "0 chart(s) failed" in out
 
 
@@ -118,3 +122,42 @@ def test_operator_may_not_do_more(
     operator: OperatorProcess, verb: str, resource: str, subresource: str
 ) -> None:
     assert not _can(operator, verb, resource, subresource)
+
+
+def test_namespaced_release_is_confined_to_its_namespaces(
+    kubectl: Kubectl, control_plane: ControlPlane, chart: dict[str, Any], tmp_path: Path
+) -> None:
+    """watchNamespaces turns the cluster-wide rules into Roles in those namespaces only."""
+    release, home, served, other = "llmservice-team", "team-operator", "team-a", "team-b"
+    for namespace in (served, other):
+        kubectl.run("create", "namespace", namespace)
+    kubectl.helm(
+        *("install", release, str(CHART), "--namespace", home, "--create-namespace"),
+        *("--set", "crds.install=false", "--set", f"watchNamespaces={{{served}}}"),
+        *("--set", "replicaCount=0", "--wait", "--timeout", "2m"),
+    )
+    try:
+        (deployment,) = kubectl.items("deployments", home, f"app.kubernetes.io/instance={release}")
+        account = deployment["spec"]["template"]["spec"]["serviceAccountName"]
+        token = kubectl.run("create", "token", account, "-n", home).stdout.strip()
+        config = write_kubeconfig(
+            tmp_path / "team", control_plane.server, control_plane.pki.cert("ca"), token=token
+        )
+        team = Kubectl(control_plane.bin_dir, config)
+
+        def can(verb: str, resource: str, *scope: str) -> bool:
+            answer = team.run("auth", "can-i", verb, resource, *scope, check=False).stdout
+            return answer.strip() == "yes"
+
+        assert can("patch", "deployments.apps", "-n", served)
+        assert can("watch", "llmservices.llmservice.io", "-n", served)
+        assert not can("patch", "deployments.apps", "-n", other)
+        assert not can("watch", "llmservices.llmservice.io", "-n", other)
+        assert not can("watch", "llmservices.llmservice.io", "--all-namespaces")
+        # kopf still needs to notice CRDs, cluster-wide and read-only.
+        assert can("watch", "customresourcedefinitions.apiextensions.k8s.io")
+        assert not can("update", "customresourcedefinitions.apiextensions.k8s.io")
+    finally:
+        kubectl.helm("uninstall", release, "--namespace", home, "--wait")
+        for namespace in (served, other, home):
+            kubectl.run("delete", "namespace", namespace, "--wait=false")
