@@ -81,6 +81,7 @@ class Request:
         "limits",
         "num_cached_tokens",
         "num_computed_tokens",
+        "num_output_placeholders",
         "num_preemptions",
         "num_tokens",
         "output_token_ids",
@@ -116,6 +117,9 @@ class Request:
         """Prompt plus output tokens known so far (kept as a plain attribute: the hot loops
         read it for every request in every step)."""
         self.num_computed_tokens = 0
+        self.num_output_placeholders = 0
+        """Output tokens sampled by a step still running on the device, not yet appended
+        (async scheduling): `schedule()` counts them as known tokens."""
         self.num_cached_tokens = 0
         """Prompt tokens served from the prefix cache at (first) admission."""
         self.status = RequestStatus.WAITING
@@ -150,7 +154,9 @@ class Request:
         return self.status.is_finished
 
     def append_output_token(self, token_id: int) -> None:
-        """Record one sampled token."""
+        """Record one sampled token (it replaces a placeholder, if the request has one)."""
+        if self.num_output_placeholders:
+            self.num_output_placeholders -= 1
         self.output_token_ids.append(token_id)
         self._all_token_ids.append(token_id)
         self.num_tokens += 1

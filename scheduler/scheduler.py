@@ -10,15 +10,17 @@ by recompute: its blocks are freed and it is requeued at the front, to be recomp
 
 Sync use, once per step: `out = schedule()`, run the model on `out`, `update(out, sampled)`.
 
-Async use (overlapping step N+1's scheduling with step N on the GPU) is not built yet. Because
-`schedule()` advances `num_computed_tokens` at once, calling it again before `update(N)` is safe:
-prefill chunks continue, and a decoding request whose token is still unknown simply gets no
-chunk (its `num_tokens == num_computed_tokens`). To also overlap decodes, a request would carry
-a count of output placeholders (tokens sampled on the device, not yet appended) that
-`schedule()` counts as known tokens; the runner would feed each placeholder position from step
-N's sampled-token tensor on the device; `update(N)` would append the real token and drop the
-placeholder. `update()` already skips chunks of requests that finished, were aborted or were
-preempted in the meantime, and caches blocks only at update time (computed means computed).
+Async use (overlapping step N+1's scheduling with step N on the device): `schedule(
+async_output=True)` gives every chunk that samples an output placeholder on its request (a
+token sampled on the device, not yet appended), which later `schedule()` calls count as a known
+token: a decoding request gets its next 1-token chunk before its previous token is on the host,
+and the runner feeds that position from the previous step's sampled-token tensor on the device.
+`update(N)` appends the real token in place of the placeholder. Because `schedule()` advances
+`num_computed_tokens` at once, prefill chunks simply continue. `update()` skips chunks of
+requests that finished, were aborted or were preempted in the meantime (a request that finished
+at step N had one extra token computed at N+1: it is dropped), and caches blocks only at update
+time (computed means computed). A preempted request loses its placeholders: the in-flight token
+is dropped and sampled again after the recompute.
 """
 
 from __future__ import annotations
@@ -107,10 +109,12 @@ class Scheduler:
             prefix_cache_hits=kv.prefix_cache_hits,
         )
 
-    def schedule(self) -> SchedulerOutput:
+    def schedule(self, async_output: bool = False) -> SchedulerOutput:
         """Choose this step's chunks, allocating blocks and preempting as needed.
 
-        Advances each scheduled request's `num_computed_tokens` by its chunk right away.
+        Advances each scheduled request's `num_computed_tokens` by its chunk right away. With
+        `async_output`, each chunk that samples also gives its request an output placeholder
+        (the token is sampled on the device; `update()` appends it).
         """
         budget = self.config.max_num_batched_tokens
         chunks: dict[str, ScheduledChunk] = {}
@@ -120,6 +124,11 @@ class Scheduler:
         # must not be re-admitted (and recomputed) in the very step that evicted it.
         if not preempted:
             budget = self._admit_waiting(budget, chunks)
+        if async_output:
+            requests = self._requests
+            for chunk in chunks.values():
+                if chunk.samples:
+                    requests[chunk.request_id].num_output_placeholders += 1
         finished_ids = tuple(self._finished_ids)
         self._finished_ids.clear()
         return SchedulerOutput(
@@ -205,10 +214,10 @@ class Scheduler:
         while i < len(running) and budget > 0:
             request = running[i]
             start = request.num_computed_tokens
-            remaining = request.num_tokens - start
+            # A placeholder is a token sampled on the device and not appended yet (async).
+            remaining = request.num_tokens + request.num_output_placeholders - start
             num_new = remaining if remaining <= budget else budget
             if num_new <= 0:
-                # Its sampled token has not arrived yet (async scheduling): nothing to compute.
                 i += 1
                 continue
             block_ids = kv.allocate_slots(request, num_new)
@@ -277,6 +286,7 @@ class Scheduler:
         self.kv_cache.free(request.request_id)
         request.status = RequestStatus.PREEMPTED
         request.num_computed_tokens = 0
+        request.num_output_placeholders = 0  # the in-flight token is dropped, sampled again
         request.num_preemptions += 1
         self._num_preemptions_total += 1
         self.waiting.requeue(request)
