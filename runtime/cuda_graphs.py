@@ -7,6 +7,11 @@ overwrites: the step's arrays are written into pinned host buffers, copied with 
 copies, and the graph of the next ladder size at or above the batch is replayed. Padding rows
 write no K/V (slot -1) and attend to one token of the null block 0; their outputs are ignored.
 
+Under async scheduling the host writes step N+1's staging while step N's copies may still be
+queued, so the pinned staging is double-buffered (the engine waits for step N-1, which used the
+other buffer, before it prepares step N+1), and rows whose token is still on the device (a
+placeholder) are filled from the previous step's sampled tokens before the replay.
+
 The decode attention kernel sizes its grid from the block table's width, so every graph sees
 the full-width table (`max_model_len` tokens): its split count is fixed per batch size.
 """
@@ -65,11 +70,12 @@ class DecodeGraphs:
         self.block_tables = torch.zeros(size, max_blocks_per_seq, dtype=torch.int32, device=device)
         # One new token per sequence: sequence i's token is row i, for every batch size.
         self.query_start_loc = torch.arange(size + 1, dtype=torch.int32, device=device)
-        # Pinned staging: int64 rows (ids, positions, slots), int32 seq_lens, flat block table.
-        self._host_rows = torch.zeros(3, size, dtype=torch.int64, pin_memory=True)
-        self._host_seq_lens = torch.zeros(size, dtype=torch.int32, pin_memory=True)
+        # Pinned staging, two buffers used in turn: int64 rows (ids, positions, slots), int32
+        # seq_lens, flat block table.
+        self._host_rows = torch.zeros(2, 3, size, dtype=torch.int64, pin_memory=True)
+        self._host_seq_lens = torch.zeros(2, size, dtype=torch.int32, pin_memory=True)
         self._host_tables = torch.zeros(
-            size * max_blocks_per_seq, dtype=torch.int32, pin_memory=True
+            2, size * max_blocks_per_seq, dtype=torch.int32, pin_memory=True
         )
         self._graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self._outputs: dict[int, torch.Tensor] = {}  # (b, hidden) per graph
@@ -109,13 +115,19 @@ class DecodeGraphs:
         slot_mapping: np.ndarray,  # (n,) int64
         seq_lens: np.ndarray,  # (n,) int32
         block_tables: np.ndarray,  # (n, width) int32, width <= max_blocks_per_seq
+        feed: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """Replay the decode graph for these n sequences; returns (n, hidden) hidden states."""
+        """Replay the decode graph for these n sequences; returns (n, hidden) hidden states.
+
+        `feed` = (rows, tokens), device tensors: input_ids[rows] = tokens before the replay.
+        """
         num_seqs, width = block_tables.shape
         size = self.graph_size(num_seqs)
         if size is None:
             raise ValueError(f"no graph for {num_seqs} sequences (max {self.max_batch_size})")
-        rows = self._host_rows.numpy()
+        buffer = self.num_replays % 2
+        host_rows = self._host_rows[buffer]
+        rows = host_rows.numpy()
         rows[0, :num_seqs], rows[1, :num_seqs], rows[2, :num_seqs] = (
             input_ids,
             positions,
@@ -123,20 +135,22 @@ class DecodeGraphs:
         )
         rows[:2, num_seqs:size] = 0
         rows[2, num_seqs:size] = -1  # padding rows write no K/V
-        host_seq_lens = self._host_seq_lens.numpy()
+        host_seq_lens = self._host_seq_lens[buffer].numpy()
         host_seq_lens[:num_seqs] = seq_lens
         host_seq_lens[num_seqs:size] = 1  # one token of the null block
-        tables = self._host_tables[: size * width].view(size, width)
+        tables = self._host_tables[buffer, : size * width].view(size, width)
         tables_np = tables.numpy()
         tables_np[:num_seqs] = block_tables
         tables_np[num_seqs:] = 0
         # NOTE: only the first `width` columns are copied; the columns past a sequence's length
         # may hold stale block ids, which the kernels never read (they stop at seq_len).
-        self.input_ids[:size].copy_(self._host_rows[0, :size], non_blocking=True)
-        self.positions[:size].copy_(self._host_rows[1, :size], non_blocking=True)
-        self.slot_mapping[:size].copy_(self._host_rows[2, :size], non_blocking=True)
-        self.seq_lens[:size].copy_(self._host_seq_lens[:size], non_blocking=True)
+        self.input_ids[:size].copy_(host_rows[0, :size], non_blocking=True)
+        self.positions[:size].copy_(host_rows[1, :size], non_blocking=True)
+        self.slot_mapping[:size].copy_(host_rows[2, :size], non_blocking=True)
+        self.seq_lens[:size].copy_(self._host_seq_lens[buffer, :size], non_blocking=True)
         self.block_tables[:size, :width].copy_(tables, non_blocking=True)
+        if feed is not None:
+            self.input_ids.index_copy_(0, feed[0], feed[1])
         self._graphs[size].replay()
         self.num_replays += 1
         return self._outputs[size][:num_seqs]

@@ -4,6 +4,15 @@
 and n > 1 fan-in live in the `OutputProcessor`. `LLM` runs a core in-process; the HTTP server
 runs the same core in its own process, so its requests and outputs are plain picklable
 dataclasses.
+
+On CUDA the loop is overlapped (async scheduling, as vLLM v1's): while the device runs step N,
+`step()` schedules step N+1 with placeholders for the tokens of N, queues it behind N (its
+placeholder rows are fed from N's sampled tokens on the device), and only then waits for N's
+tokens, appends them and checks stops. A request that finished at N had one extra token computed
+at N+1, which is dropped; aborts (stop strings) land one step late. Only plain-greedy requests
+can run ahead of their tokens (`overlap_safe`): while any unfinished request needs host-side
+state (sampling, penalties, logprobs, min_tokens), the engine drains the step in flight and runs
+synchronously. The CPU path is synchronous unless `async_scheduling` is set.
 """
 
 from __future__ import annotations
@@ -15,7 +24,7 @@ from dataclasses import dataclass, field
 from llmservice.kvcache import KVCacheManager
 from llmservice.runtime.config import EngineConfig
 from llmservice.runtime.model_config import ModelConfig
-from llmservice.runtime.model_runner import ModelRunner, RunnerOutput
+from llmservice.runtime.model_runner import GreedyStep, ModelRunner, RunnerOutput, overlap_safe
 from llmservice.runtime.outputs import TokenLogprobs
 from llmservice.runtime.sampling_params import SamplingParams
 from llmservice.scheduler import (
@@ -23,6 +32,7 @@ from llmservice.scheduler import (
     RequestLimits,
     RequestStatus,
     Scheduler,
+    SchedulerOutput,
     SchedulerStats,
 )
 
@@ -98,6 +108,12 @@ class EngineCore:
         self._deferred: dict[str, list[Request]] = {}
         self._prompt_tokens_total = 0
         self._generation_tokens_total = 0
+        self.async_scheduling = self.model_runner.device.type == "cuda"
+        """Overlap the host work of step N+1 with step N on the device (default on CUDA)."""
+        # Unfinished requests that need the synchronous step (not `overlap_safe`).
+        self._sync_only: set[str] = set()
+        # The launched step whose tokens are not applied yet.
+        self._in_flight: tuple[SchedulerOutput, GreedyStep] | None = None
 
     @property
     def model_config(self) -> ModelConfig:
@@ -159,6 +175,8 @@ class EngineCore:
             self.scheduler.add_request(core_request)
         self.model_runner.add_request(request.request_id, params)
         self._params[request.request_id] = params
+        if not overlap_safe(params):
+            self._sync_only.add(request.request_id)
 
     def abort_requests(self, request_ids: Iterable[str]) -> None:
         """Stop requests and free their KV blocks; unknown or finished ids are ignored."""
@@ -167,21 +185,44 @@ class EngineCore:
             self._deferred[leader] = [r for r in waiting if r.request_id not in ids]
         for request_id in ids:
             self._params.pop(request_id, None)
+            self._sync_only.discard(request_id)
         self.scheduler.finish_requests(ids, RequestStatus.FINISHED_ABORTED)
         self.model_runner.remove_requests(list(ids))
 
     def has_unfinished_requests(self) -> bool:
-        """Whether any request is waiting or running."""
-        return self.scheduler.has_unfinished_requests() or any(self._deferred.values())
+        """Whether any request is waiting or running (or a step is still in flight)."""
+        return (
+            self.scheduler.has_unfinished_requests()
+            or any(self._deferred.values())
+            or self._in_flight is not None
+        )
 
     def step(self) -> list[EngineCoreOutput]:
-        """One schedule -> execute -> update; the outputs of requests that got a token."""
+        """One schedule -> execute -> update; the outputs of requests that got a token.
+
+        Overlapped: launch the next step, then apply the one in flight (whose outputs these are).
+        """
         self._release_deferred()
-        if not self.scheduler.has_unfinished_requests():
+        overlap = self.async_scheduling and not self._sync_only
+        if not overlap and self._in_flight is None:
+            if not self.scheduler.has_unfinished_requests():
+                return []
+            scheduled = self.scheduler.schedule()
+            result = self.model_runner.execute(scheduled, self.scheduler.get_request)
+            finished = self.scheduler.update(scheduled, result.sampled_token_ids)
+            return self._make_outputs(result, finished)
+        in_flight, self._in_flight = self._in_flight, None
+        if overlap and self.scheduler.has_unfinished_requests():
+            scheduled = self.scheduler.schedule(async_output=True)
+            previous = None if in_flight is None else in_flight[1]
+            launched = self.model_runner.launch_greedy(
+                scheduled, self.scheduler.get_request, previous
+            )
+            self._in_flight = (scheduled, launched)
+        if in_flight is None:
             return []
-        scheduled = self.scheduler.schedule()
-        result = self.model_runner.execute(scheduled, self.scheduler.get_request)
-        finished = self.scheduler.update(scheduled, result.sampled_token_ids)
+        result = in_flight[1].result()
+        finished = self.scheduler.update(in_flight[0], result.sampled_token_ids)
         return self._make_outputs(result, finished)
 
     def stats(self) -> EngineStats:
@@ -204,7 +245,12 @@ class EngineCore:
         """Queue the requests whose leader has computed its prompt (or is gone)."""
         for leader_id in list(self._deferred):
             leader = self.scheduler.get_request(leader_id)
-            if leader is not None and leader.num_computed_tokens < leader.num_prompt_tokens:
+            # NOTE: its first token marks the prompt's blocks cached (scheduled is not enough
+            # when steps overlap: the blocks are cached at update time).
+            if leader is not None and (
+                leader.num_computed_tokens < leader.num_prompt_tokens
+                or leader.num_output_tokens == 0
+            ):
                 continue
             for request in self._deferred.pop(leader_id):
                 self.scheduler.add_request(request)
@@ -215,7 +261,12 @@ class EngineCore:
         finished_by_id = {request.request_id: request for request in finished}
         outputs: list[EngineCoreOutput] = []
         for request_id, token in result.sampled_token_ids.items():
-            request = self.scheduler.get_request(request_id) or finished_by_id[request_id]
+            request = finished_by_id.get(request_id) or self.scheduler.get_request(request_id)
+            if request is None or (
+                request.status is not RequestStatus.RUNNING and request_id not in finished_by_id
+            ):
+                # Finished, aborted or preempted while its step ran: update() dropped the token.
+                continue
             if request.num_output_tokens == 1:
                 self._prompt_tokens_total += request.num_prompt_tokens
             self._generation_tokens_total += 1
@@ -232,6 +283,7 @@ class EngineCore:
             )
         for request in finished:
             self._params.pop(request.request_id, None)
+            self._sync_only.discard(request.request_id)
         return outputs
 
     def _stop_reason(self, request: Request) -> int | None:

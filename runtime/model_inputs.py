@@ -4,6 +4,10 @@ Built on the host first (`HostInputs`), so the CUDA-graph path can copy the same
 its static buffers instead (cuda_graphs.py). Every scheduled chunk contributes `num_new_tokens`
 consecutive tokens at positions `[num_computed_tokens, num_computed_tokens + num_new_tokens)`;
 a chunk that `samples` also contributes its last token's row to `logits_indices`.
+
+Under async scheduling a chunk's last token may be a placeholder: sampled by the previous step
+on the device and not yet on the host. Its row holds 0 here and is listed in `fed_rows`; the
+runner fills it on the device from the previous step's sampled tokens before the forward pass.
 """
 
 from __future__ import annotations
@@ -56,6 +60,10 @@ class HostInputs:
     """The most new tokens of one sequence (1: a pure decode step)."""
     sampled_request_ids: tuple[str, ...]
     """The request of each logits row."""
+    fed_rows: tuple[int, ...] = ()
+    """Token rows that are placeholders (async scheduling), to fill on the device."""
+    fed_request_ids: tuple[str, ...] = ()
+    """The request of each fed row: its token is that request's previous sample."""
 
     @property
     def is_pure_decode(self) -> bool:
@@ -107,21 +115,37 @@ def prepare_host_inputs(
     seq_lens = starts + q_lens
     max_query_len = int(q_lens.max())
     seq_of_token = np.repeat(np.arange(num_seqs), q_lens)  # (num_tokens,)
+    fed_rows: list[int] = []
+    fed_ids: list[str] = []
     if max_query_len == 1:
         # Pure decode: one token per sequence, no concatenation of ranges.
-        input_ids = np.fromiter(
-            (r.all_token_ids[c.num_computed_tokens] for c, r in zip(chunks, requests, strict=True)),
-            np.int64,
-            num_seqs,
-        )
+        ids: list[int] = []
+        for i, (chunk, request) in enumerate(zip(chunks, requests, strict=True)):
+            position = chunk.num_computed_tokens
+            if position < request.num_tokens:
+                ids.append(request.all_token_ids[position])
+            else:
+                ids.append(0)
+                fed_rows.append(i)
+                fed_ids.append(request.request_id)
+        input_ids = np.array(ids, dtype=np.int64)
         positions = starts
     else:
-        input_ids = np.concatenate(
-            [
-                _token_range(request, int(start), int(start + q_len))
-                for request, start, q_len in zip(requests, starts, q_lens, strict=True)
-            ]
-        )
+        pieces = []
+        for i, (request, start, q_len) in enumerate(zip(requests, starts, q_lens, strict=True)):
+            end = int(start + q_len)
+            piece = _token_range(request, int(start), end)
+            if end > request.num_tokens:
+                if end != request.num_tokens + 1 or len(piece) != q_len - 1:
+                    raise ValueError(
+                        f"request {request.request_id!r}: chunk [{start}, {end}) has more than "
+                        f"its last token unknown ({request.num_tokens} tokens known)"
+                    )
+                piece = np.append(piece, 0)
+                fed_rows.append(int(query_start_loc[i + 1]) - 1)
+                fed_ids.append(request.request_id)
+            pieces.append(piece)
+        input_ids = np.concatenate(pieces)
         # Position of each token: its chunk's first position plus its offset inside the chunk.
         positions = np.arange(num_tokens) - query_start_loc[seq_of_token] + starts[seq_of_token]
 
@@ -143,6 +167,8 @@ def prepare_host_inputs(
         logits_indices=query_start_loc[1:][samples] - 1,
         max_query_len=max_query_len,
         sampled_request_ids=tuple(c.request_id for c, s in zip(chunks, samples, strict=True) if s),
+        fed_rows=tuple(fed_rows),
+        fed_request_ids=tuple(fed_ids),
     )
 
 

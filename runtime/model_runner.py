@@ -3,7 +3,11 @@
 `execute` turns a `SchedulerOutput` into flat tensors (model_inputs.py), runs one forward pass
 over the mixed batch of prefill chunks and decode tokens, and samples one token for every chunk
 that reaches the end of its request's known tokens. On CUDA, pure-decode steps replay a captured graph
-(cuda_graphs.py) and mixed steps run eagerly. Per-request sampling state (parameters, the
+(cuda_graphs.py) and mixed steps run eagerly. `launch_greedy` is the async form of a greedy
+step: it queues the forward pass and the argmax on the device and returns a `GreedyStep` whose
+tokens reach the host later (one non-blocking copy into pinned memory and an event), so the
+engine can schedule the next step meanwhile; placeholder rows of that next step are fed from
+`GreedyStep.tokens` on the device. Per-request sampling state (parameters, the
 seeded generator) lives here from `add_request` until the scheduler reports the request gone.
 """
 
@@ -42,6 +46,46 @@ class RunnerOutput:
     """Request id -> its new token (only chunks that sample)."""
     logprobs: dict[str, TokenLogprobs]
     """Request id -> the new token's logprobs (only requests that asked)."""
+
+
+class GreedyStep:
+    """A launched greedy step: its argmax tokens on the device, on their way to the host."""
+
+    def __init__(self, request_ids: tuple[str, ...], tokens: torch.Tensor | None) -> None:
+        self.request_ids = request_ids
+        """The request of each sampled row."""
+        self.tokens = tokens
+        """(num_sampled,) int64 on the device (None: nothing sampled)."""
+        self._rows: dict[str, int] | None = None
+        self._host: torch.Tensor | None = None
+        self._event: torch.cuda.Event | None = None
+        if tokens is not None and tokens.is_cuda:
+            self._host = torch.empty(tokens.shape, dtype=tokens.dtype, pin_memory=True)
+            self._host.copy_(tokens, non_blocking=True)
+            self._event = torch.cuda.Event()  # type: ignore[no-untyped-call]
+            self._event.record()
+        else:
+            self._host = tokens
+
+    def row_of(self, request_id: str) -> int:
+        """The row of a request's sampled token; RuntimeError if it sampled none."""
+        if self._rows is None:
+            self._rows = {rid: row for row, rid in enumerate(self.request_ids)}
+        row = self._rows.get(request_id)
+        if row is None:
+            raise RuntimeError(
+                f"request {request_id!r} has a placeholder but sampled nothing in the previous step"
+            )
+        return row
+
+    def result(self) -> RunnerOutput:
+        """Wait for the tokens on the host."""
+        if self._host is None:
+            return RunnerOutput({}, {})
+        if self._event is not None:
+            self._event.synchronize()
+        tokens: list[int] = self._host.tolist()
+        return RunnerOutput(dict(zip(self.request_ids, tokens, strict=True)), {})
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,8 +159,7 @@ class ModelRunner:
         ]
         if _all_plain_greedy(rows):
             # One argmax on the device and one copy of the ids: no per-step metadata tensors.
-            tokens: list[int] = logits.argmax(dim=-1).tolist()
-            return RunnerOutput(dict(zip(ids, tokens, strict=True)), {})
+            return GreedyStep(ids, logits.argmax(dim=-1)).result()
         sampled = self.sampler(logits, SamplingMetadata.build(rows, self.device))
         return RunnerOutput(
             sampled_token_ids=dict(zip(ids, sampled.token_ids, strict=True)),
@@ -125,7 +168,41 @@ class ModelRunner:
             },
         )
 
-    def _compute_logits(self, host: HostInputs) -> torch.Tensor:
+    @torch.inference_mode()
+    def launch_greedy(
+        self,
+        output: SchedulerOutput,
+        get_request: Callable[[str], Request | None],
+        previous: GreedyStep | None,
+    ) -> GreedyStep:
+        """Queue the forward pass and argmax of `output` without waiting for the tokens.
+
+        Every request must be plain greedy (the engine checks `overlap_safe`); a placeholder
+        row of a request takes its token from `previous`, on the device.
+        """
+        self.remove_requests(output.finished_ids)
+        if not output.chunks:
+            return GreedyStep((), None)
+        requests = [_known(get_request, chunk) for chunk in output.chunks]
+        host = prepare_host_inputs(output.chunks, requests, self.block_size)
+        feed = None
+        if host.fed_rows:
+            if previous is None or previous.tokens is None:
+                raise RuntimeError("placeholder rows without a previous step to feed them")
+            # (2, num_fed): destination rows, then source rows of previous.tokens.
+            index = torch.tensor(
+                [host.fed_rows, [previous.row_of(rid) for rid in host.fed_request_ids]],
+                dtype=torch.int64,
+            ).to(self.device, non_blocking=True)
+            feed = (index[0], previous.tokens.index_select(0, index[1]))
+        logits = self._compute_logits(host, feed)  # (num_sampled, vocab)
+        if not host.sampled_request_ids:
+            return GreedyStep((), None)
+        return GreedyStep(host.sampled_request_ids, logits.argmax(dim=-1))
+
+    def _compute_logits(
+        self, host: HostInputs, feed: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> torch.Tensor:
         num_seqs = len(host.seq_lens)
         if (
             self.graphs is not None
@@ -133,10 +210,17 @@ class ModelRunner:
             and self.graphs.graph_size(num_seqs) is not None
         ):
             hidden = self.graphs.run(
-                host.input_ids, host.positions, host.slot_mapping, host.seq_lens, host.block_tables
+                host.input_ids,
+                host.positions,
+                host.slot_mapping,
+                host.seq_lens,
+                host.block_tables,
+                feed,
             )  # (num_seqs, hidden): every sequence samples
             return self.model.compute_logits(hidden)
         inputs = host.to_device(self.device)
+        if feed is not None:
+            inputs.input_ids.index_copy_(0, feed[0], feed[1])
         hidden = self.model(
             inputs.input_ids, inputs.positions, self.kv_caches, inputs.attn_metadata
         )  # (num_tokens, hidden)
@@ -218,23 +302,33 @@ class ModelRunner:
         return cache_bytes
 
 
+def overlap_safe(params: SamplingParams) -> bool:
+    """Whether a request's tokens need no host-side per-token state to sample (plain greedy,
+    no min_tokens mask), so its steps can be launched before the previous token is known."""
+    return _argmax_suffices(params) and params.min_tokens == 0
+
+
+def _argmax_suffices(params: SamplingParams) -> bool:
+    """Greedy with nothing to penalise or report."""
+    return (
+        params.is_greedy
+        and params.logprobs is None
+        and params.repetition_penalty == 1.0
+        and params.presence_penalty == 0.0
+        and params.frequency_penalty == 0.0
+    )
+
+
 def _all_plain_greedy(rows: Sequence[SamplingRow]) -> bool:
     """Whether every row is greedy with nothing to mask, penalise or report (argmax suffices)."""
-    for row in rows:
-        params, request = row.params, row.request
-        if (
-            not params.is_greedy
-            or params.logprobs is not None
-            or params.repetition_penalty != 1.0
-            or params.presence_penalty != 0.0
-            or params.frequency_penalty != 0.0
-            or (
-                request.num_output_tokens < request.limits.min_tokens
-                and request.limits.stop_token_ids
-            )
-        ):
-            return False
-    return True
+    return all(
+        _argmax_suffices(row.params)
+        and not (
+            row.request.num_output_tokens < row.request.limits.min_tokens
+            and row.request.limits.stop_token_ids
+        )
+        for row in rows
+    )
 
 
 def _known(get_request: Callable[[str], Request | None], chunk: ScheduledChunk) -> Request:

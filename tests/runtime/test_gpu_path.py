@@ -108,3 +108,20 @@ def test_enforce_eager_captures_no_graph(checkpoints: dict[str, tuple[Path, Any]
     llm = LLM(str(checkpoints["llama"][0]), device="cuda", max_model_len=256, enforce_eager=True)
     assert llm.engine_core.model_runner.graphs is None
     assert [len(t) for t in _generate(llm, passes=1)] == MAX_TOKENS
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_async_greedy_matches_sync(mode: str, checkpoints: dict[str, tuple[Path, Any]]) -> None:
+    common: dict[str, Any] = {"device": "cuda", "dtype": "float32", "max_num_seqs": 16}
+    common.update(MODES[mode])
+    common.setdefault("max_model_len", 256)
+    llm = LLM(str(checkpoints["llama"][0]), **common)
+    core = llm.engine_core
+    assert core.async_scheduling  # the default on CUDA
+    core.async_scheduling = False
+    expected = _generate(llm, passes=2)
+    core.async_scheduling = True
+    assert _generate(llm, passes=2) == expected
+    core.scheduler.kv_cache.check_integrity()
+    del llm
+    gc.collect()

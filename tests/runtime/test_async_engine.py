@@ -1,0 +1,175 @@
+"""The overlapped engine loop (async scheduling) driven on the CPU against the synchronous one.
+
+On the CPU every device op finishes before it returns, so nothing overlaps in time, but the
+loop is the same as on CUDA: step N+1 is scheduled with placeholders before step N's tokens are
+applied, its placeholder rows are fed from step N's sampled-token tensor, finished requests get
+one extra token computed and dropped, and a request that needs host-side sampling state drains
+the step in flight and switches to the synchronous step.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from llmservice import SamplingParams
+from llmservice.runtime.engine_args import EngineArgs
+from llmservice.runtime.engine_core import EngineCore, EngineCoreRequest
+
+PROMPTS = [
+    [5],
+    [9, 4, 77, 31, 8, 2, 61, 19, 3],
+    [*range(3, 40), 11],
+    [*range(3, 40), 12, 13, 14],
+    [int(7 + (i * 37) % 280) for i in range(70)],
+    [44, 45, 46],
+]
+MAX_TOKENS = [24 - 3 * i for i in range(len(PROMPTS))]
+MODES: dict[str, dict[str, Any]] = {
+    "default": {},
+    "chunked_prefill": {"max_num_batched_tokens": 8},
+    "no_prefix_caching": {"enable_prefix_caching": False},
+    "preemption": {"num_kv_blocks": 9, "max_model_len": 128},
+}
+
+
+def _core(path: Path, async_scheduling: bool, **kwargs: Any) -> EngineCore:
+    kwargs.setdefault("max_model_len", 256)
+    config = EngineArgs(model=str(path), device="cpu", max_num_seqs=16, **kwargs)
+    core = EngineCore(config.create_engine_config())
+    core.async_scheduling = async_scheduling
+    return core
+
+
+def _add_all(core: EngineCore, stop_token_ids: list[int] | None = None) -> None:
+    for i, (prompt, n) in enumerate(zip(PROMPTS, MAX_TOKENS, strict=True)):
+        params = SamplingParams(
+            temperature=0.0, max_tokens=n, ignore_eos=True, stop_token_ids=stop_token_ids
+        )
+        core.add_request(EngineCoreRequest(f"r{i}", list(prompt), params))
+
+
+def _run(core: EngineCore) -> dict[str, tuple[list[int], str | None]]:
+    """Request id -> (tokens, finish reason), stepping until the core is idle."""
+    results: dict[str, tuple[list[int], str | None]] = {}
+    while core.has_unfinished_requests():
+        for output in core.step():
+            tokens, reason = results.get(output.request_id, ([], None))
+            if reason is not None:
+                raise AssertionError(f"{output.request_id} produced a token after finishing")
+            results[output.request_id] = (tokens + output.new_token_ids, output.finish_reason)
+    return results
+
+
+class _LaunchCounter:
+    """Counts the async launches and the rows fed from the previous step on the device."""
+
+    def __init__(self, core: EngineCore, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.launches = 0
+        self.sync_steps = 0
+        runner = core.model_runner
+        launch, execute = runner.launch_greedy, runner.execute
+
+        def counted_launch(*args: Any) -> Any:
+            self.launches += 1
+            return launch(*args)
+
+        def counted_execute(*args: Any) -> Any:
+            self.sync_steps += 1
+            return execute(*args)
+
+        monkeypatch.setattr(runner, "launch_greedy", counted_launch)
+        monkeypatch.setattr(runner, "execute", counted_execute)
+
+
+@pytest.fixture(scope="module")
+def llama(checkpoints: dict[str, tuple[Path, Any]]) -> Path:
+    return checkpoints["llama"][0]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_async_greedy_matches_sync(mode: str, llama: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sync = _core(llama, False, **MODES[mode])
+    _add_all(sync)
+    expected = _run(sync)
+    core = _core(llama, True, **MODES[mode])
+    counter = _LaunchCounter(core, monkeypatch)
+    _add_all(core)
+    assert core.step() == []  # the first call only launches step 1
+    assert _run(core) == expected
+    assert {r: len(t) for r, (t, _) in expected.items()} == dict(
+        zip([f"r{i}" for i in range(len(PROMPTS))], MAX_TOKENS, strict=True)
+    )
+    assert counter.sync_steps == 0 and counter.launches > max(MAX_TOKENS)
+    if mode == "preemption":
+        assert core.stats().scheduler.num_preemptions_total > 0
+    core.scheduler.kv_cache.check_integrity()
+    assert not core.has_unfinished_requests()
+
+
+def test_stop_token_drops_the_token_computed_after_it(llama: Path) -> None:
+    sync = _core(llama, False)
+    _add_all(sync)
+    free_run = _run(sync)
+    # A token r1 first produces midway: it stops there, with its next token already computed.
+    tokens = free_run["r1"][0]
+    first = next(j for j in range(2, len(tokens)) if tokens[j] not in tokens[:j])
+    sync = _core(llama, False)
+    _add_all(sync, stop_token_ids=[tokens[first]])
+    expected = _run(sync)
+    assert expected["r1"] == (tokens[: first + 1], "stop")
+    core = _core(llama, True)
+    _add_all(core, stop_token_ids=[tokens[first]])
+    assert _run(core) == expected
+    core.scheduler.kv_cache.check_integrity()
+
+
+def test_abort_while_a_step_is_in_flight(llama: Path) -> None:
+    sync = _core(llama, False)
+    _add_all(sync)
+    expected = _run(sync)
+    core = _core(llama, True)
+    _add_all(core)
+    got: dict[str, list[int]] = {}
+    while core.has_unfinished_requests():
+        for output in core.step():
+            got.setdefault(output.request_id, []).extend(output.new_token_ids)
+        if len(got.get("r0", [])) == 3:
+            core.abort_requests(["r0"])  # its next token is being computed: it is dropped
+    assert got["r0"] == expected["r0"][0][:3]
+    assert {r: t for r, t in got.items() if r != "r0"} == {
+        r: t for r, (t, _) in expected.items() if r != "r0"
+    }
+    core.scheduler.kv_cache.check_integrity()
+
+
+def test_sampling_request_switches_to_the_sync_step(
+    llama: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sync = _core(llama, False)
+    _add_all(sync)
+    expected = _run(sync)
+    core = _core(llama, True)
+    counter = _LaunchCounter(core, monkeypatch)
+    _add_all(core)
+    got: dict[str, list[int]] = {}
+
+    def collect() -> None:
+        for output in core.step():
+            got.setdefault(output.request_id, []).extend(output.new_token_ids)
+
+    for _ in range(4):
+        collect()
+    seeded = SamplingParams(temperature=0.8, seed=7, max_tokens=5, ignore_eos=True)
+    core.add_request(EngineCoreRequest("sampled", [3, 4, 5], seeded))
+    launches = counter.launches
+    while core.has_unfinished_requests():
+        collect()
+    assert len(got.pop("sampled")) == 5
+    # It drained the step in flight, ran synchronously, then overlapped again once it ended.
+    assert counter.sync_steps >= 5
+    assert counter.launches > launches
+    assert got == {r: t for r, (t, _) in expected.items()}
+    core.scheduler.kv_cache.check_integrity()
