@@ -12,6 +12,7 @@ The frames carry the engine's own `EngineCoreRequest` / `EngineCoreOutput` (INTE
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -94,6 +95,7 @@ def _start_engine(engine_kwargs: dict[str, Any]) -> tuple[EngineCore, CoreReady]
     started = time.monotonic()
     core = EngineCore(config)
     phases.append(("load weights + size KV cache", time.monotonic() - started))
+    _quiet_garbage_collector()
     ready = CoreReady(
         pid=os.getpid(),
         phases=tuple(phases),
@@ -103,6 +105,20 @@ def _start_engine(engine_kwargs: dict[str, Any]) -> tuple[EngineCore, CoreReady]
         vocab_size=config.model.vocab_size,
     )
     return core, ready
+
+
+def _quiet_garbage_collector() -> None:
+    """Keep Python's collector off the step loop's tail latency.
+
+    Everything alive after start-up (modules, the KV block pool: one object per block) lives as
+    long as the process, so it is frozen out of every later collection; and each step allocates
+    many short-lived objects, so the default generation-0 threshold (700) would run a collection
+    every few steps. Measured on the scheduler micro-benchmark at 256 running requests: CPU p99
+    per step 2.0-2.3 ms -> 0.8-0.9 ms (BENCHMARKS.md).
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 100)
 
 
 def _memory_budget(core: EngineCore) -> MemoryBudget:
