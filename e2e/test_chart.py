@@ -24,13 +24,6 @@ from support.operator_process import OperatorProcess
 CRD = "llmservices.llmservice.io"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the generated CRD has `propertyNames: {maxLength: 317}` on spec.networkPolicy"
-    ".allowFrom[].podSelector/namespaceSelector.matchLabels (pydantic's schema of "
-    "dict[LabelKey, LabelValue] in operator/kube_types.py); apiextensions/v1 has no such "
-    "keyword, so the API server drops it and those label keys are never length-checked",
-)
 def test_chart_installs_the_generated_crd(kubectl: Kubectl, chart: dict[str, Any]) -> None:
     crd = kubectl.get("crd", CRD)
     conditions = {c["type"]: c["status"] for c in crd["status"]["conditions"]}

@@ -54,6 +54,11 @@ INVALID: list[tuple[str, Obj, str]] = [
     ),
     ("tiny-max-model-len", _with({"engine.maxModelLen": 8}), "spec.engine.maxModelLen"),
     (
+        "label-key-too-long",
+        _with({"networkPolicy.allowFrom": [{"podSelector": {"matchLabels": {"k" * 318: "v"}}}]}),
+        "spec.networkPolicy.allowFrom[0].podSelector.matchLabels",
+    ),
+    (
         "unknown-scheduling-policy",
         _with({"engine.schedulingPolicy": "lifo"}),
         "spec.engine.schedulingPolicy",

@@ -50,6 +50,8 @@ def structural(node: Schema, defs: dict[str, Schema]) -> Schema:
     extra = node.get("additionalProperties")
     if isinstance(extra, dict):  # a map: dict[str, X]
         out["additionalProperties"] = structural(extra, defs)
+    if "propertyNames" in out:
+        _key_rules_to_cel(out, out.pop("propertyNames"))
     if (
         out.get("type") == "object"
         and "properties" not in out
@@ -61,6 +63,32 @@ def structural(node: Schema, defs: dict[str, Schema]) -> Schema:
     # type and description first, so a person reading crds/llmservice.yaml sees them first.
     first = [key for key in ("type", "description") if key in out]
     return {key: out[key] for key in [*first, *(k for k in out if k not in first)]}
+
+
+# A map's key constraints (pydantic's `propertyNames`) as CEL over the keys: apiextensions/v1 has
+# no `propertyNames`, and the API server silently drops what it does not know, so the check would
+# never run. `maxProperties` bounds the rule's estimated cost, which the API server enforces.
+_KEY_CHECKS = {
+    "maxLength": lambda n: f"size(k) <= {int(n)}",
+    "minLength": lambda n: f"size(k) >= {int(n)}",
+    "pattern": lambda p: "k.matches('" + str(p).replace("\\", "\\\\").replace("'", "\\'") + "')",
+}
+_MAX_MAP_ENTRIES = 64
+
+
+def _key_rules_to_cel(out: Schema, keys: Schema) -> None:
+    unknown = sorted(set(keys) - set(_KEY_CHECKS))
+    if unknown:
+        raise ValueError(f"map key constraints {unknown} have no CEL translation")
+    checks = [_KEY_CHECKS[name](value) for name, value in sorted(keys.items())]
+    limits = ", ".join(f"{name} {value}" for name, value in sorted(keys.items()))
+    out.setdefault("maxProperties", _MAX_MAP_ENTRIES)
+    out.setdefault("x-kubernetes-validations", []).append(
+        {
+            "rule": f"self.all(k, {' && '.join(checks)})",
+            "message": f"every key must satisfy {limits}",
+        }
+    )
 
 
 def _inline(node: Schema, defs: dict[str, Schema]) -> Schema:

@@ -37,7 +37,7 @@ class LabelSelector(CamelModel):
     """A Kubernetes label selector; an empty selector selects everything."""
 
     match_labels: dict[LabelKey, LabelValue] | None = Field(
-        default=None, description="Labels that must all match exactly."
+        default=None, max_length=64, description="Labels that must all match exactly."
     )
     match_expressions: list[LabelSelectorRequirement] | None = Field(
         default=None, max_length=32, description="Requirements that must all hold."

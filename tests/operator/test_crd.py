@@ -15,7 +15,9 @@ from llmservice.operator.crd import apply_defaults, build_crd, crd_yaml, openapi
 from llmservice.operator.resource import parse_llmservice
 from llmservice.operator.schema_types import CelRule
 
-_NON_STRUCTURAL = {"$ref", "$defs", "title", "const", "oneOf", "allOf", "not"}
+# Keywords a structural schema must not carry; the API server drops what apiextensions/v1 lacks
+# (e.g. `propertyNames`) without a word, so a check written that way would never run.
+_NON_STRUCTURAL = {"$ref", "$defs", "title", "const", "oneOf", "allOf", "not", "propertyNames"}
 
 
 def _nodes(schema: dict[str, Any], path: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
@@ -161,3 +163,22 @@ def test_object_defaults_are_complete() -> None:
     for path, node in _nodes(openapi_schema()):
         if node.get("type") == "object" and "default" in node:
             assert node["default"] == apply_defaults(node["default"], node), path
+
+
+def test_label_key_limits_become_a_cel_rule_over_the_map() -> None:
+    peer = openapi_schema()["properties"]["spec"]["properties"]["networkPolicy"]["properties"]
+    selector = peer["allowFrom"]["items"]["properties"]["podSelector"]["properties"]
+    match_labels = selector["matchLabels"]
+    assert match_labels["maxProperties"] == 64  # bounds the rule's cost estimate
+    assert {
+        "rule": "self.all(k, size(k) <= 317)",
+        "message": "every key must satisfy maxLength 317",
+    } in (match_labels["x-kubernetes-validations"])
+
+
+def test_a_map_key_constraint_without_a_cel_translation_is_refused() -> None:
+    from llmservice.operator.crd import structural
+
+    node = {"type": "object", "propertyNames": {"format": "email"}, "additionalProperties": {}}
+    with pytest.raises(ValueError, match="format"):
+        structural(node, {})
