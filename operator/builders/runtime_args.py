@@ -83,8 +83,7 @@ def server_args(svc: LLMService) -> list[str]:
     args += [f"{flag}={value}" for flag, value in optional.items() if value is not None]
     if spec.resources.gpus == 0:
         args.append("--device=cpu")
-    if spec.auth is not None:
-        # Kubernetes expands $(VAR) from the container's env: the key itself never enters the
-        # pod spec, only the reference to the Secret does.
-        args.append(f"--api-key=$({API_KEY_ENV})")
+    # With spec.auth the key reaches the runtime only as the environment variable API_KEY_ENV
+    # (filled from the Secret, see pod.py), which `llmservice serve` reads: never an argument,
+    # which anyone who can list processes on the node could read.
     return args + list(engine.extra_args)

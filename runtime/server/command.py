@@ -14,6 +14,10 @@ from llmservice.runtime.server.reasoning import REASONING_PARSERS
 DEFAULT_MODEL = "builtin:tiny-reasoner"
 
 
+API_KEY_ENV = "LLMSERVICE_API_KEY"
+"""The environment variable that --api-key defaults to."""
+
+
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the `serve` subcommand."""
     parser = subparsers.add_parser(
@@ -40,8 +44,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     http.add_argument(
         "--api-key",
-        default=None,
-        help="require 'Authorization: Bearer KEY' (all routes but /health, /ready, /metrics, /version)",
+        # From the environment too, so a key need not appear in the process's arguments (the
+        # operator fills the variable from a Secret).
+        default=os.environ.get(API_KEY_ENV) or None,
+        help="require 'Authorization: Bearer KEY' (all routes but /health, /ready, /metrics, "
+        f"/version); default: ${API_KEY_ENV}",
     )
     http.add_argument(
         "--reasoning-parser",

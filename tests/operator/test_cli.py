@@ -98,3 +98,15 @@ def test_the_runtime_accepts_the_flags_the_operator_passes(
     assert parsed.port == 8000 and parsed.host == "0.0.0.0"
     assert parsed.shutdown_timeout == svc.spec.shutdown_timeout_seconds
     assert parsed.tensor_parallel_size == svc.spec.engine.tensor_parallel_size
+
+
+def test_the_runtime_takes_the_api_key_from_the_variable_the_operator_fills(
+    monkeypatch: Any,
+) -> None:
+    from llmservice.operator.builders.runtime_args import API_KEY_ENV
+    from llmservice.runtime.cli import build_parser
+
+    monkeypatch.setenv(API_KEY_ENV, "sk-from-secret")
+    assert build_parser().parse_args(["serve"]).api_key == "sk-from-secret"
+    monkeypatch.delenv(API_KEY_ENV)
+    assert build_parser().parse_args(["serve"]).api_key is None
