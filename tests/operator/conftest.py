@@ -10,6 +10,7 @@ import copy
 import glob
 import os
 import shutil
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,20 @@ def helm() -> str:
     if path is None:
         pytest.skip("helm not found: set LLMSERVICE_HELM or build the e2e harness's binaries once")
     return path
+
+
+@pytest.fixture
+def helm_template(helm: str, repo: Path) -> Callable[..., list[dict[str, Any]]]:
+    """`helm template` of the chart (release "llms" in llm-system) with extra arguments: its documents."""
+
+    def render(*args: str) -> list[dict[str, Any]]:
+        chart = str(repo / "charts" / "llmservice")
+        command = [helm, "template", "llms", chart, "-n", "llm-system", *args]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+    return render
 
 
 def _openapi_dir() -> Path | None:

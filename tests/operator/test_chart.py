@@ -3,29 +3,11 @@
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-
-def _template(helm: str, repo: Path, *values: str) -> list[dict[str, Any]]:
-    result = subprocess.run(
-        [
-            helm,
-            "template",
-            "llms",
-            str(repo / "charts" / "llmservice"),
-            "-n",
-            "llm-system",
-            *values,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr
-    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+HelmTemplate = Callable[..., list[dict[str, Any]]]
 
 
 def _one(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
@@ -43,8 +25,8 @@ def test_helm_lint_is_clean(helm: str, repo: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_default_install(helm: str, repo: Path) -> None:
-    docs = _template(helm, repo)
+def test_default_install(helm_template: HelmTemplate) -> None:
+    docs = helm_template()
     assert sorted(d["kind"] for d in docs) == [
         "ClusterRole",
         "ClusterRoleBinding",
@@ -69,8 +51,8 @@ def test_default_install(helm: str, repo: Path) -> None:
     assert pod["serviceAccountName"] == _one(docs, "ServiceAccount")["metadata"]["name"]
 
 
-def test_rbac_grants_only_what_the_operator_uses(helm: str, repo: Path) -> None:
-    rules = _one(_template(helm, repo), "ClusterRole")["rules"]
+def test_rbac_grants_only_what_the_operator_uses(helm_template: HelmTemplate) -> None:
+    rules = _one(helm_template(), "ClusterRole")["rules"]
     granted = {
         (r["apiGroups"][0], resource): sorted(r["verbs"])
         for r in rules
@@ -106,8 +88,8 @@ def test_rbac_grants_only_what_the_operator_uses(helm: str, repo: Path) -> None:
     assert not any("*" in r["verbs"] or "*" in r["resources"] for r in rules)
 
 
-def test_several_replicas_elect_one_through_kopf_peering(helm: str, repo: Path) -> None:
-    docs = _template(helm, repo, "--set", "replicaCount=2")
+def test_several_replicas_elect_one_through_kopf_peering(helm_template: HelmTemplate) -> None:
+    docs = helm_template("--set", "replicaCount=2")
     (container,) = _one(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
     assert "--peering=llmservice" in container["args"]
     assert _one(docs, "ClusterKopfPeering")["metadata"]["name"] == "llmservice"
@@ -120,8 +102,8 @@ def test_several_replicas_elect_one_through_kopf_peering(helm: str, repo: Path) 
     } in rules
 
 
-def test_watching_namespaces_uses_roles_there(helm: str, repo: Path) -> None:
-    docs = _template(helm, repo, "--set", "watchNamespaces={team-a,team-b}")
+def test_watching_namespaces_uses_roles_there(helm_template: HelmTemplate) -> None:
+    docs = helm_template("--set", "watchNamespaces={team-a,team-b}")
     roles = [d for d in docs if d["kind"] == "Role"]
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
     cluster_resources = {res for r in _one(docs, "ClusterRole")["rules"] for res in r["resources"]}
@@ -130,10 +112,8 @@ def test_watching_namespaces_uses_roles_there(helm: str, repo: Path) -> None:
     assert "--namespace=team-a" in container["args"] and "--namespace=team-b" in container["args"]
 
 
-def test_the_crd_can_be_left_out_and_a_service_monitor_added(helm: str, repo: Path) -> None:
-    docs = _template(
-        helm, repo, "--set", "crds.install=false", "--set", "serviceMonitor.enabled=true"
-    )
+def test_the_crd_can_be_left_out_and_a_service_monitor_added(helm_template: HelmTemplate) -> None:
+    docs = helm_template("--set", "crds.install=false", "--set", "serviceMonitor.enabled=true")
     assert "CustomResourceDefinition" not in {d["kind"] for d in docs}
     monitor = _one(docs, "ServiceMonitor")["spec"]
     assert monitor["endpoints"] == [{"port": "http", "path": "/metrics", "interval": "15s"}]

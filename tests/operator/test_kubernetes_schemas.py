@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from llmservice.operator.builders import build_all
 from llmservice.operator.crd import build_crd
@@ -78,25 +76,9 @@ def test_the_crd_is_a_valid_crd(k8s_validate: Validate) -> None:
 
 @pytest.mark.parametrize("values", CHART_VALUES, ids=["default", "peering", "namespaced"])
 def test_the_rendered_chart_is_valid(
-    k8s_validate: Validate, helm: str, repo: Path, values: list[str]
+    k8s_validate: Validate, helm_template: Callable[..., list[dict[str, Any]]], values: list[str]
 ) -> None:
-    rendered = subprocess.run(
-        [
-            helm,
-            "template",
-            "llms",
-            str(repo / "charts" / "llmservice"),
-            "-n",
-            "llm-system",
-            "--include-crds",
-            *values,
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=120,
-    ).stdout
-    for manifest in yaml.safe_load_all(rendered):
-        if not manifest or manifest["apiVersion"] in ("kopf.dev/v1", "monitoring.coreos.com/v1"):
+    for manifest in helm_template("--include-crds", *values):
+        if manifest["apiVersion"] in ("kopf.dev/v1", "monitoring.coreos.com/v1"):
             continue  # custom resources: their CRDs are checked as CRDs
         assert k8s_validate(manifest) == [], f"{manifest['kind']} {manifest['metadata']['name']}"
