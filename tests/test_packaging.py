@@ -13,18 +13,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _mapped_folders() -> dict[str, Path]:
-    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
-    return {name: ROOT / folder for name, folder in config["package-dir"].items()}
-
-
 def test_every_folder_of_python_code_is_a_listed_package() -> None:
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
     listed = set(config["packages"])
     found = set()
-    for name, folder in _mapped_folders().items():
-        for source in folder.rglob("*.py"):
-            relative = source.parent.relative_to(folder)
+    for name, folder in config["package-dir"].items():
+        for source in (ROOT / folder).rglob("*.py"):
+            relative = source.parent.relative_to(ROOT / folder)
             if "__pycache__" in relative.parts:
                 continue
             found.add(".".join((name, *relative.parts)))
