@@ -46,7 +46,9 @@ class DecodeConfig:
     """A split never covers fewer context tokens than this (the merge has a cost)."""
 
 
-@triton.jit
+# NOTE: arguments that vary from step to step are not specialized on (Triton would compile a
+# variant per divisibility by 16 or value 1), so a new batch shape compiles nothing mid-serving.
+@triton.jit(do_not_specialize=["tokens_per_split", "num_splits", "block_tables_stride"])
 def _decode_split_kernel(
     q_ptr,
     k_cache_ptr,
@@ -130,7 +132,9 @@ def _decode_split_kernel(
         tl.store(part_lse_ptr + part, m_i + tl.log2(l_i), mask=head_ok)
 
 
-@triton.jit
+# NOTE: arguments that vary from step to step are not specialized on (Triton would compile a
+# variant per divisibility by 16 or value 1), so a new batch shape compiles nothing mid-serving.
+@triton.jit(do_not_specialize=["tokens_per_split", "num_splits"])
 def _decode_merge_kernel(
     part_out_ptr,
     part_lse_ptr,

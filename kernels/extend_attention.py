@@ -119,7 +119,9 @@ def _attend_keys(
     return acc, l_i, m_i
 
 
-@triton.jit
+# NOTE: arguments that vary from step to step are not specialized on (Triton would compile a
+# variant per divisibility by 16 or value 1), so a new batch shape compiles nothing mid-serving.
+@triton.jit(do_not_specialize=["num_seqs", "block_tables_stride"])
 def _extend_kernel(
     q_ptr,
     k_cache_ptr,
