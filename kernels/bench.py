@@ -9,8 +9,12 @@ prefill: 4096-token prompts (1 and 4 of them), causal; TFLOP/s counts the causal
 on contiguous K/V of the same shapes is a peer figure.
 mixed: a 2048-token prompt chunk plus 128 decodes over 1024-token contexts, in one launch of
 the extend kernel (no target; for the record).
+cascade: W4's decode step (500 sequences x (2048 shared + 129..256 own tokens)) by cascade
+attention and by plain decode attention, and smaller batches at the runner's policy floor
+(model_inputs.CascadePolicy: 32K prefix reads saved); GB/s counts the bytes each must read.
 Every timed configuration is first checked against the reference. `--sweep` also times the
-launch configurations tried for tuning (head_dim 128 and 64).
+launch configurations tried for tuning (head_dim 128 and 64; cascade tiles). `--only NAME`
+runs one group.
 """
 
 from __future__ import annotations
@@ -20,19 +24,22 @@ import functools
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 import triton.testing
 
-from llmservice.kernels import decode_attention, extend_attention, reference
+from llmservice.kernels import cascade_attention, decode_attention, extend_attention, reference
 from llmservice.kernels.paged_batch import PagedBatch, make_paged_batch
 
 HBM_GBS = 3000.0  # measured device-to-device copy on the H100 (KINDS.md)
 PEAK_TFLOPS = 800.0  # measured bf16 matrix product on the H100 (KINDS.md)
 NUM_HEADS, NUM_KV_HEADS, BLOCK_SIZE = 32, 8, 16
 
-Config = decode_attention.DecodeConfig | extend_attention.ExtendConfig
+Config = (
+    decode_attention.DecodeConfig | extend_attention.ExtendConfig | cascade_attention.CascadeConfig
+)
 DECODE_SWEEP = [
     decode_attention.DecodeConfig(block_n=n, num_warps=w, num_stages=s, programs_per_sm=p)
     for n, w, s, p in [(64, 4, 3, 8), (32, 4, 3, 2)]
@@ -141,13 +148,69 @@ def bench_mixed(device: torch.device) -> None:
     )
 
 
+CASCADE_SWEEP = [
+    cascade_attention.CascadeConfig(block_m=m, block_n=n, num_warps=w, num_stages=s)
+    for m, n, w, s in [(128, 64, 8, 3), (64, 128, 4, 3), (128, 128, 8, 2), (32, 64, 4, 3)]
+]  # fmt: skip
+
+
+def bench_cascade(
+    num_seqs: int,
+    prefix_tokens: int,
+    own_tokens: tuple[int, int],
+    device: torch.device,
+    configs: Sequence[Config],
+) -> None:
+    """Sequences sharing `prefix_tokens` + own_tokens[0]..own_tokens[1] each: cascade vs plain."""
+    low, high = own_tokens
+    spread = [low + (high - low) * i // max(num_seqs - 1, 1) for i in range(num_seqs)]
+    seq_lens = [prefix_tokens + own for own in spread]
+    batch = llama_batch(seq_lens, [1] * num_seqs, 128, device)
+    prefix_blocks = prefix_tokens // BLOCK_SIZE
+    batch.block_tables[:, :prefix_blocks] = batch.block_tables[0, :prefix_blocks]
+    token_bytes = 2 * NUM_KV_HEADS * 128 * batch.k_cache.element_size()  # K and V, one layer
+
+    def figures(tokens_read: int) -> Callable[[float], dict[str, float]]:
+        def rates(ms: float) -> dict[str, float]:
+            gbs = tokens_read * token_bytes / ms / 1e6
+            return {"gb_per_s": gbs, "pct_of_3000_gbs": 100 * gbs / HBM_GBS}
+
+        return rates
+
+    def cascade(*args: Any, config: cascade_attention.CascadeConfig) -> torch.Tensor:
+        # args: the 7 attention arguments, then `out` when timed
+        query, k_cache, v_cache, block_tables, seq_lens, query_start_loc, scale, *out = args
+        return cascade_attention.cascade_attention(
+            query, k_cache, v_cache, block_tables, seq_lens, query_start_loc, scale,
+            prefix_blocks, *out, config=config,
+        )  # fmt: skip
+
+    name = f"{num_seqs} x ({prefix_tokens} shared + {low}..{high} own)"
+    own_total = sum(seq_lens) - num_seqs * prefix_tokens
+    bench_configs(f"cascade {name}", batch, cascade, configs, figures(prefix_tokens + own_total))
+    bench_configs(
+        f"plain decode {name}",
+        batch,
+        decode_attention.paged_attention,
+        [decode_attention.DecodeConfig()],
+        figures(sum(seq_lens)),
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Attention kernel benchmark (JSON lines).")
     parser.add_argument("--sweep", action="store_true", help="also time the tuning configurations")
+    parser.add_argument(
+        "--only", choices=["decode", "prefill", "mixed", "cascade"], help="run one group"
+    )
     options = parser.parse_args(argv)
     if not torch.cuda.is_available():
         raise SystemExit("the kernel benchmark needs a CUDA device")
     device = torch.device("cuda")
+
+    def wanted(group: str) -> bool:
+        return options.only in (None, group)
+
     head_dims = (128, 64) if options.sweep else (128,)
     for head_dim in head_dims:
         decode_configs = [decode_attention.DecodeConfig()]
@@ -155,11 +218,25 @@ def main(argv: Sequence[str] | None = None) -> None:
         if options.sweep:
             decode_configs += DECODE_SWEEP
             prefill_configs += PREFILL_SWEEP
-        bench_decode(head_dim, 64, device, decode_configs)
-        bench_prefill(head_dim, 1, device, prefill_configs)
-    bench_decode(128, 8, device, [decode_attention.DecodeConfig()])  # split-KV at work
-    bench_prefill(128, 4, device, [extend_attention.default_config(128, device, 4 * 4096, 4)])
-    bench_mixed(device)
+        if wanted("decode"):
+            bench_decode(head_dim, 64, device, decode_configs)
+        if wanted("prefill"):
+            bench_prefill(head_dim, 1, device, prefill_configs)
+    if wanted("decode"):
+        bench_decode(128, 8, device, [decode_attention.DecodeConfig()])  # split-KV at work
+    if wanted("prefill"):
+        bench_prefill(128, 4, device, [extend_attention.default_config(128, device, 4 * 4096, 4)])
+    if wanted("mixed"):
+        bench_mixed(device)
+    if wanted("cascade"):
+        cascade_configs: list[Config] = [cascade_attention.default_config(device)]
+        if options.sweep:
+            cascade_configs += CASCADE_SWEEP
+        bench_cascade(500, 2048, (129, 256), device, cascade_configs)  # W4's decode step
+        default = cascade_configs[:1]
+        bench_cascade(17, 2048, (1, 128), device, default)  # at the policy's floor:
+        bench_cascade(129, 256, (1, 128), device, default)  # 32K prefix reads saved
+        bench_cascade(8, 256, (1, 128), device, default)  # below it
 
 
 if __name__ == "__main__":

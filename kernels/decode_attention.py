@@ -5,6 +5,10 @@ query heads that share the KV head, so each K/V byte is read once; the context i
 splits so a small batch with long contexts still fills every SM. The first kernel writes each
 split's normalized partial output and its log-sum-exp; the second merges the splits. With one
 split the first kernel writes the output itself.
+
+Cascade attention (cascade_attention.py) reuses both kernels: the split kernel then starts each
+sequence at its own context offset (after the shared prefix) and always writes partials, into
+entries that the prefix kernel shares with it; the merge takes every entry.
 """
 
 # mypy: disable-error-code="no-untyped-def,untyped-decorator"
@@ -48,7 +52,7 @@ class DecodeConfig:
 
 # NOTE: arguments that vary from step to step are not specialized on (Triton would compile a
 # variant per divisibility by 16 or value 1), so a new batch shape compiles nothing mid-serving.
-@triton.jit(do_not_specialize=["tokens_per_split", "num_splits", "block_tables_stride"])
+@triton.jit(do_not_specialize=["tokens_per_split", "num_parts", "block_tables_stride"])
 def _decode_split_kernel(
     q_ptr,
     k_cache_ptr,
@@ -56,9 +60,10 @@ def _decode_split_kernel(
     block_tables_ptr,
     seq_lens_ptr,
     query_start_loc_ptr,
+    context_starts_ptr,  # (num_seqs,) int32, read when HAS_CONTEXT_START: first key of each
     out_ptr,  # (num_tokens, num_heads, head_dim); written when SINGLE_SPLIT
-    part_out_ptr,  # (num_seqs, num_heads, num_splits, head_dim) float32
-    part_lse_ptr,  # (num_seqs, num_heads, num_splits) float32, log2 domain
+    part_out_ptr,  # (num_seqs, num_heads, num_parts, head_dim) float32; entry = split
+    part_lse_ptr,  # (num_seqs, num_heads, num_parts) float32, log2 domain; -inf = empty
     qk_scale,  # softmax scale * log2(e)
     q_stride_t,
     q_stride_h,
@@ -70,28 +75,36 @@ def _decode_split_kernel(
     block_tables_stride,
     tokens_per_split,  # a multiple of BLOCK_N
     num_heads,
-    num_splits,  # NOTE: a runtime value, so batch sizes that change it compile nothing new
+    num_parts,  # NOTE: a runtime value, so batch sizes that change it compile nothing new
     BLOCK_SIZE: tl.constexpr,
     GROUP: tl.constexpr,  # query heads per KV head
     GROUP_PAD: tl.constexpr,  # GROUP padded to a power of two >= 16 (tl.dot's minimum)
     HEAD_DIM: tl.constexpr,
     BLOCK_N: tl.constexpr,
     SINGLE_SPLIT: tl.constexpr,  # write `out` directly, no merge
+    HAS_CONTEXT_START: tl.constexpr,  # keys start at context_starts[seq], not 0
     DOT_PRECISION: tl.constexpr,
 ):
     seq = tl.program_id(0)
     kv_head = tl.program_id(1)
     split = tl.program_id(2)
-    seq_len = tl.load(seq_lens_ptr + seq)
-    start = split * tokens_per_split
-    if start >= seq_len:
-        return  # an empty split: the merge ignores it
-    end = tl.minimum(start + tokens_per_split, seq_len)
-
     offs_g = tl.arange(0, GROUP_PAD)
-    offs_d = tl.arange(0, HEAD_DIM)
     heads = kv_head * GROUP + offs_g
     head_ok = offs_g < GROUP
+    part = (seq * num_heads + heads) * num_parts + split  # (GROUP_PAD,)
+    seq_len = tl.load(seq_lens_ptr + seq)
+    start = split * tokens_per_split
+    if HAS_CONTEXT_START:
+        start += tl.load(context_starts_ptr + seq)
+    if start >= seq_len:
+        if not SINGLE_SPLIT:  # (a single split always has keys)
+            # An empty split: an LSE of -inf tells the merge to skip the entry.
+            empty = tl.full([GROUP_PAD], float("-inf"), tl.float32)
+            tl.store(part_lse_ptr + part, empty, mask=head_ok)
+        return
+    end = tl.minimum(start + tokens_per_split, seq_len)
+
+    offs_d = tl.arange(0, HEAD_DIM)
     token = tl.load(query_start_loc_ptr + seq)
     q = tl.load(
         q_ptr + token * q_stride_t + heads[:, None] * q_stride_h + offs_d[None, :],
@@ -125,7 +138,6 @@ def _decode_split_kernel(
         out = out_ptr + token * out_stride_t + heads[:, None] * out_stride_h + offs_d[None, :]
         tl.store(out, acc.to(out_ptr.dtype.element_ty), mask=head_ok[:, None])
     else:
-        part = (seq * num_heads + heads) * num_splits + split  # (GROUP_PAD,)
         tl.store(
             part_out_ptr + part[:, None] * HEAD_DIM + offs_d[None, :], acc, mask=head_ok[:, None]
         )
@@ -134,30 +146,27 @@ def _decode_split_kernel(
 
 # NOTE: arguments that vary from step to step are not specialized on (Triton would compile a
 # variant per divisibility by 16 or value 1), so a new batch shape compiles nothing mid-serving.
-@triton.jit(do_not_specialize=["tokens_per_split", "num_splits"])
+@triton.jit(do_not_specialize=["num_parts"])
 def _decode_merge_kernel(
-    part_out_ptr,
-    part_lse_ptr,
-    seq_lens_ptr,
+    part_out_ptr,  # (num_seqs, num_heads, num_parts, head_dim) float32
+    part_lse_ptr,  # (num_seqs, num_heads, num_parts) float32, log2 domain; -inf = empty
     query_start_loc_ptr,
     out_ptr,
     out_stride_t,
     out_stride_h,
-    tokens_per_split,
     num_heads,
-    num_splits,
+    num_parts,
     HEAD_DIM: tl.constexpr,
-    SPLITS_PAD: tl.constexpr,  # num_splits rounded up to a power of two
+    PARTS_PAD: tl.constexpr,  # num_parts rounded up to a power of two
 ):
     seq = tl.program_id(0)
     head = tl.program_id(1)
-    seq_len = tl.load(seq_lens_ptr + seq)
-    offs_s = tl.arange(0, SPLITS_PAD)
+    offs_p = tl.arange(0, PARTS_PAD)
     offs_d = tl.arange(0, HEAD_DIM)
-    # Splits at or past seq_len were never written: mask them out, never multiply by them.
-    valid = (offs_s < num_splits) & (offs_s * tokens_per_split < seq_len)
-    part = (seq * num_heads + head) * num_splits + offs_s
-    lse = tl.load(part_lse_ptr + part, mask=valid, other=float("-inf"))
+    part = (seq * num_heads + head) * num_parts + offs_p
+    lse = tl.load(part_lse_ptr + part, mask=offs_p < num_parts, other=float("-inf"))
+    # Empty entries (LSE -inf) hold no output: mask them out, never multiply by them.
+    valid = lse > float("-inf")
     weight = tl.where(valid, tl.exp2(lse - tl.max(lse, 0)), 0.0)
     parts = tl.load(
         part_out_ptr + part[:, None] * HEAD_DIM + offs_d[None, :], mask=valid[:, None], other=0.0
@@ -180,6 +189,116 @@ def choose_num_splits(
     return max(1, min(wanted, most))
 
 
+def plan_splits(
+    num_seqs: int,
+    num_kv_heads: int,
+    max_context: int,
+    device: torch.device,
+    config: DecodeConfig,
+    num_splits: int | None = None,
+) -> tuple[int, int]:
+    """(splits, tokens_per_split) covering `max_context` keys; `num_splits` overrides the choice."""
+    splits = num_splits or choose_num_splits(num_seqs, num_kv_heads, max_context, device, config)
+    tokens_per_split = cdiv(cdiv(max_context, splits), config.block_n) * config.block_n
+    return cdiv(max_context, tokens_per_split), tokens_per_split  # rounding may leave fewer
+
+
+def launch_split_kernel(
+    query: torch.Tensor,  # (num_tokens, num_heads, head_dim)
+    k_cache: torch.Tensor,  # (num_blocks, block_size, num_kv_heads, head_dim)
+    v_cache: torch.Tensor,
+    block_tables: torch.Tensor,  # (num_seqs, max_blocks_per_seq) int32
+    seq_lens: torch.Tensor,  # (num_seqs,) int32
+    query_start_loc: torch.Tensor,  # (num_seqs + 1,) int32
+    scale: float,
+    out: torch.Tensor,  # (num_tokens, num_heads, head_dim)
+    parts: tuple[torch.Tensor, torch.Tensor] | None,
+    splits: int,
+    tokens_per_split: int,
+    config: DecodeConfig,
+    context_starts: torch.Tensor | None = None,
+) -> None:
+    """Runs the split kernel: into `out` when `parts` is None (one split), else into the first
+    `splits` entries of `parts` = (part_out, part_lse), which may hold more entries.
+
+    `context_starts` (num_seqs,) int32: each sequence's keys start there instead of at 0.
+    """
+    num_seqs, num_heads, head_dim = seq_lens.shape[0], query.shape[1], query.shape[2]
+    _, block_size, num_kv_heads, _ = k_cache.shape
+    group = num_heads // num_kv_heads
+    if parts is None and splits != 1:
+        raise ValueError(f"{splits} splits need partial outputs to merge")
+    part_out, part_lse = parts if parts is not None else (out, out)  # (unused without parts)
+    _decode_split_kernel[(num_seqs, num_kv_heads, splits)](
+        query,
+        k_cache,
+        v_cache,
+        block_tables,
+        seq_lens,
+        query_start_loc,
+        context_starts if context_starts is not None else seq_lens,  # (unread without)
+        out,
+        part_out,
+        part_lse,
+        scale * LOG2E,
+        query.stride(0),
+        query.stride(1),
+        out.stride(0),
+        out.stride(1),
+        k_cache.stride(0),
+        k_cache.stride(1),
+        k_cache.stride(2),
+        block_tables.stride(0),
+        tokens_per_split,
+        num_heads,
+        part_lse.shape[2] if parts is not None else 1,
+        BLOCK_SIZE=block_size,
+        GROUP=group,
+        GROUP_PAD=max(MIN_DOT_DIM, next_power_of_2(group)),
+        HEAD_DIM=head_dim,
+        BLOCK_N=config.block_n,
+        SINGLE_SPLIT=parts is None,
+        HAS_CONTEXT_START=context_starts is not None,
+        DOT_PRECISION=dot_precision(query.dtype),
+        num_warps=config.num_warps,
+        num_stages=config.num_stages,
+    )
+
+
+def launch_merge_kernel(
+    part_out: torch.Tensor,  # (num_seqs, num_heads, num_parts, head_dim) float32
+    part_lse: torch.Tensor,  # (num_seqs, num_heads, num_parts) float32; -inf = empty entry
+    query_start_loc: torch.Tensor,  # (num_seqs + 1,) int32
+    out: torch.Tensor,  # (num_tokens, num_heads, head_dim)
+) -> None:
+    """Merges every sequence's non-empty entries into its token's row of `out`."""
+    num_seqs, num_heads, num_parts, head_dim = part_out.shape
+    _decode_merge_kernel[(num_seqs, num_heads)](
+        part_out,
+        part_lse,
+        query_start_loc,
+        out,
+        out.stride(0),
+        out.stride(1),
+        num_heads,
+        num_parts,
+        HEAD_DIM=head_dim,
+        PARTS_PAD=next_power_of_2(num_parts),
+        num_warps=4,
+    )
+
+
+def empty_parts(
+    num_seqs: int, num_heads: int, num_parts: int, head_dim: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Uninitialised (part_out, part_lse) buffers of `num_parts` entries per (sequence, head)."""
+    part_out = torch.empty(
+        num_seqs, num_heads, num_parts, head_dim, dtype=torch.float32, device=device
+    )
+    part_lse = torch.empty(num_seqs, num_heads, num_parts, dtype=torch.float32, device=device)
+    return part_out, part_lse
+
+
 def paged_attention(
     query: torch.Tensor,  # (num_seqs, num_heads, head_dim): one new token per sequence
     k_cache: torch.Tensor,  # (num_blocks, block_size, num_kv_heads, head_dim)
@@ -197,81 +316,41 @@ def paged_attention(
 
     `num_splits` (default: chosen from the shapes) and `config` are for tests and tuning.
     """
+    check_decode_args(query, k_cache, v_cache, block_tables, seq_lens, query_start_loc, out)
+    config = config or DecodeConfig()
+    num_seqs, num_heads, head_dim = seq_lens.shape[0], query.shape[1], query.shape[2]
+    num_kv_heads = k_cache.shape[2]
+    if out is None:
+        out = torch.empty_like(query)
+    max_context = block_tables.shape[1] * k_cache.shape[1]
+    splits, tokens_per_split = plan_splits(
+        num_seqs, num_kv_heads, max_context, query.device, config, num_splits
+    )
+    parts = None
+    if splits > 1:
+        parts = empty_parts(num_seqs, num_heads, splits, head_dim, query.device)
+    args = (query, k_cache, v_cache, block_tables, seq_lens, query_start_loc, scale, out)
+    launch_split_kernel(*args, parts, splits, tokens_per_split, config)
+    if parts is not None:
+        launch_merge_kernel(*parts, query_start_loc, out)
+    return out
+
+
+def check_decode_args(
+    query: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    block_tables: torch.Tensor,
+    seq_lens: torch.Tensor,
+    query_start_loc: torch.Tensor,
+    out: torch.Tensor | None,
+) -> None:
+    """check_paged_attention_args plus: exactly one query token per sequence."""
     check_paged_attention_args(
         query, k_cache, v_cache, block_tables, seq_lens, query_start_loc, out
     )
-    config = config or DecodeConfig()
-    num_seqs, num_heads, head_dim = seq_lens.shape[0], query.shape[1], query.shape[2]
-    _, block_size, num_kv_heads, _ = k_cache.shape
+    num_seqs = seq_lens.shape[0]
     if query.shape[0] != num_seqs:
         raise ValueError(
             f"decode attention needs one query token per sequence, got {query.shape[0]} for {num_seqs}"
         )
-    if out is None:
-        out = torch.empty_like(query)
-
-    max_context = block_tables.shape[1] * block_size
-    splits = num_splits or choose_num_splits(
-        num_seqs, num_kv_heads, max_context, query.device, config
-    )
-    tokens_per_split = cdiv(cdiv(max_context, splits), config.block_n) * config.block_n
-    splits = cdiv(max_context, tokens_per_split)  # rounding up may leave fewer splits
-    group = num_heads // num_kv_heads
-    if splits > 1:
-        part_out = torch.empty(
-            num_seqs, num_heads, splits, head_dim, dtype=torch.float32, device=query.device
-        )
-        part_lse = torch.empty(
-            num_seqs, num_heads, splits, dtype=torch.float32, device=query.device
-        )
-    else:  # never read: the split kernel writes `out` directly
-        part_out = part_lse = out
-    _decode_split_kernel[(num_seqs, num_kv_heads, splits)](
-        query,
-        k_cache,
-        v_cache,
-        block_tables,
-        seq_lens,
-        query_start_loc,
-        out,
-        part_out,
-        part_lse,
-        scale * LOG2E,
-        query.stride(0),
-        query.stride(1),
-        out.stride(0),
-        out.stride(1),
-        k_cache.stride(0),
-        k_cache.stride(1),
-        k_cache.stride(2),
-        block_tables.stride(0),
-        tokens_per_split,
-        num_heads,
-        splits,
-        BLOCK_SIZE=block_size,
-        GROUP=group,
-        GROUP_PAD=max(MIN_DOT_DIM, next_power_of_2(group)),
-        HEAD_DIM=head_dim,
-        BLOCK_N=config.block_n,
-        SINGLE_SPLIT=splits == 1,
-        DOT_PRECISION=dot_precision(query.dtype),
-        num_warps=config.num_warps,
-        num_stages=config.num_stages,
-    )
-    if splits > 1:
-        _decode_merge_kernel[(num_seqs, num_heads)](
-            part_out,
-            part_lse,
-            seq_lens,
-            query_start_loc,
-            out,
-            out.stride(0),
-            out.stride(1),
-            tokens_per_split,
-            num_heads,
-            splits,
-            HEAD_DIM=head_dim,
-            SPLITS_PAD=next_power_of_2(splits),
-            num_warps=4,
-        )
-    return out

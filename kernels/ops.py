@@ -2,8 +2,9 @@
 
 Each function has the signature of its `reference` twin (INTERFACES.md section 3) and picks
 the implementation from the device of its first tensor argument. `paged_attention` is the
-single attention entry point: a batch with exactly one new token per sequence (all decodes)
-goes to the split-KV decode kernel, anything else to the extend kernel.
+attention entry point: a batch with exactly one new token per sequence (all decodes) goes to
+the split-KV decode kernel, anything else to the extend kernel. `cascade_attention` is the
+decode path for batches whose sequences share prefix blocks (the runner decides when).
 
 NOTE: the Triton modules are imported inside the CUDA branches, so CPU-only installs never
 import Triton (importing it costs a second and it is absent on some platforms).
@@ -56,6 +57,29 @@ def paged_attention(
     from llmservice.kernels import extend_attention
 
     return extend_attention.paged_attention(*args)
+
+
+def cascade_attention(
+    query: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    block_tables: torch.Tensor,
+    seq_lens: torch.Tensor,
+    query_start_loc: torch.Tensor,
+    scale: float,
+    prefix_blocks: int,
+    out: torch.Tensor | None = None,
+    *,
+    prefix_row: int = 0,
+) -> torch.Tensor:
+    """Decode attention reading `block_tables[prefix_row, :prefix_blocks]` once for every
+    sequence that starts with them (see reference.cascade_attention)."""
+    args = (query, k_cache, v_cache, block_tables, seq_lens, query_start_loc, scale)
+    if not query.is_cuda:
+        return reference.cascade_attention(*args, prefix_blocks, out, prefix_row=prefix_row)
+    from llmservice.kernels import cascade_attention as cascade
+
+    return cascade.cascade_attention(*args, prefix_blocks, out, prefix_row=prefix_row)
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:

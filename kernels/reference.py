@@ -86,6 +86,33 @@ def paged_attention(
     return out
 
 
+def cascade_attention(
+    query: torch.Tensor,  # (num_seqs, num_heads, head_dim): one new token per sequence
+    k_cache: torch.Tensor,  # (num_blocks, block_size, num_kv_heads, head_dim)
+    v_cache: torch.Tensor,  # (num_blocks, block_size, num_kv_heads, head_dim)
+    block_tables: torch.Tensor,  # (num_seqs, max_blocks_per_seq) int32, padded with 0
+    seq_lens: torch.Tensor,  # (num_seqs,) int32: context length including the new token
+    query_start_loc: torch.Tensor,  # (num_seqs + 1,) int32
+    scale: float,
+    prefix_blocks: int,
+    out: torch.Tensor | None = None,  # (num_seqs, num_heads, head_dim)
+    *,
+    prefix_row: int = 0,
+) -> torch.Tensor:
+    """paged_attention of a decode batch whose sequences share prefix blocks (cascade attention).
+
+    The shared prefix is `block_tables[prefix_row, :prefix_blocks]`. A fast implementation
+    reads it once for every sequence whose table starts with those blocks and whose context
+    goes past them, and each sequence's other keys on their own; the result is the same
+    function as paged_attention, which is what this reference computes.
+    """
+    check_attention_shapes(query, k_cache, v_cache, block_tables, seq_lens, query_start_loc, out)
+    check_cascade_args(query, block_tables, prefix_blocks, prefix_row)
+    return paged_attention(
+        query, k_cache, v_cache, block_tables, seq_lens, query_start_loc, scale, out
+    )
+
+
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     """RMSNorm over the last dimension (HF Llama's): normalized and scaled in float32."""
     check_norm_shapes(x, weight)
@@ -199,6 +226,25 @@ def check_attention_shapes(
         )
     if out is not None and out.shape != query.shape:
         raise ValueError(f"out shape {tuple(out.shape)} != query shape {tuple(query.shape)}")
+
+
+def check_cascade_args(
+    query: torch.Tensor, block_tables: torch.Tensor, prefix_blocks: int, prefix_row: int
+) -> None:
+    """Raises ValueError unless cascade_attention's own arguments fit the batch (host ints only:
+    which tables really share the prefix is read on the device)."""
+    num_seqs, width = block_tables.shape
+    if query.shape[0] != num_seqs:
+        raise ValueError(
+            f"cascade attention needs one query token per sequence, got {query.shape[0]} "
+            f"for {num_seqs}"
+        )
+    if not 1 <= prefix_blocks <= width:
+        raise ValueError(
+            f"prefix_blocks must be in [1, {width}] (table width), got {prefix_blocks}"
+        )
+    if not 0 <= prefix_row < num_seqs:
+        raise ValueError(f"prefix_row must be in [0, {num_seqs}), got {prefix_row}")
 
 
 def check_norm_shapes(x: torch.Tensor, weight: torch.Tensor) -> None:

@@ -28,3 +28,8 @@ class AttentionMetadata:
     """The most new tokens of one sequence in this step (1 for a pure decode batch)."""
     max_seq_len: int
     """The longest context in this step."""
+    cascade_prefix_blocks: int = 0
+    """Blocks shared at the start of the block tables of many sequences of a pure decode batch
+    (the prefix row's first blocks), read once for all of them; 0 = no cascade attention."""
+    cascade_prefix_row: int = 0
+    """The sequence whose first `cascade_prefix_blocks` table entries are the shared prefix."""

@@ -11,9 +11,29 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from torch import Tensor
+
+
+class CascadeAttention(Protocol):
+    """The signature of `reference.cascade_attention`."""
+
+    def __call__(
+        self,
+        query: Tensor,
+        k_cache: Tensor,
+        v_cache: Tensor,
+        block_tables: Tensor,
+        seq_lens: Tensor,
+        query_start_loc: Tensor,
+        scale: float,
+        prefix_blocks: int,
+        out: Tensor | None = None,
+        *,
+        prefix_row: int = 0,
+    ) -> Tensor: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +46,9 @@ class KernelOps:
     """(key, value, k_cache, v_cache, slot_mapping) -> None."""
     paged_attention: Callable[[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, float], Tensor]
     """(query, k_cache, v_cache, block_tables, seq_lens, query_start_loc, scale) -> out."""
+    cascade_attention: CascadeAttention
+    """paged_attention of a decode batch, reading shared prefix blocks once (+ prefix_blocks,
+    out, prefix_row)."""
     rms_norm: Callable[[Tensor, Tensor, float], Tensor]
     """(x, weight, eps) -> normalised x."""
     fused_add_rms_norm: Callable[[Tensor, Tensor, Tensor, float], tuple[Tensor, Tensor]]
@@ -42,6 +65,7 @@ def _from_module(name: str, module_name: str) -> KernelOps:
         name=name,
         write_kv_cache=module.write_kv_cache,
         paged_attention=module.paged_attention,
+        cascade_attention=module.cascade_attention,
         rms_norm=module.rms_norm,
         fused_add_rms_norm=module.fused_add_rms_norm,
         rotary_embedding=module.rotary_embedding,

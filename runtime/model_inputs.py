@@ -8,6 +8,11 @@ a chunk that `samples` also contributes its last token's row to `logits_indices`
 Under async scheduling a chunk's last token may be a placeholder: sampled by the previous step
 on the device and not yet on the host. Its row holds 0 here and is listed in `fed_rows`; the
 runner fills it on the device from the previous step's sampled tokens before the forward pass.
+
+A pure decode batch whose sequences share prefix blocks (prefix caching gives every request
+with the same prompt prefix the same physical blocks) may run cascade attention, which reads
+those blocks once per step instead of once per sequence; `choose_cascade` finds the shared
+prefix on the host and `CASCADE_POLICY` decides whether it pays.
 """
 
 from __future__ import annotations
@@ -64,6 +69,10 @@ class HostInputs:
     """Token rows that are placeholders (async scheduling), to fill on the device."""
     fed_request_ids: tuple[str, ...] = ()
     """The request of each fed row: its token is that request's previous sample."""
+    cascade_prefix_blocks: int = 0
+    """Leading blocks of `cascade_prefix_row` that many sequences share (0: no cascade)."""
+    cascade_prefix_row: int = 0
+    """The sequence whose table holds the shared prefix blocks."""
 
     @property
     def is_pure_decode(self) -> bool:
@@ -86,6 +95,8 @@ class HostInputs:
                 query_start_loc=to_device(self.query_start_loc, torch.int32),
                 max_query_len=self.max_query_len,
                 max_seq_len=int(self.seq_lens.max()),
+                cascade_prefix_blocks=self.cascade_prefix_blocks,
+                cascade_prefix_row=self.cascade_prefix_row,
             ),
             logits_indices=to_device(self.logits_indices, torch.int64),
             sampled_request_ids=self.sampled_request_ids,
@@ -157,6 +168,9 @@ def prepare_host_inputs(
     slot_mapping = block_of_token * block_size + positions % block_size
 
     samples = np.fromiter((c.samples for c in chunks), bool, num_seqs)
+    cascade = None
+    if max_query_len == 1:
+        cascade = choose_cascade(block_tables, seq_lens, block_size, CASCADE_POLICY)
     return HostInputs(
         input_ids=input_ids,
         positions=positions,
@@ -169,7 +183,107 @@ def prepare_host_inputs(
         sampled_request_ids=tuple(c.request_id for c, s in zip(chunks, samples, strict=True) if s),
         fed_rows=tuple(fed_rows),
         fed_request_ids=tuple(fed_ids),
+        cascade_prefix_blocks=cascade.num_blocks if cascade else 0,
+        cascade_prefix_row=cascade.row if cascade else 0,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class SharedPrefix:
+    """Blocks at the start of several sequences' block tables (the same physical blocks)."""
+
+    row: int
+    """A sequence whose table starts with the shared blocks."""
+    num_blocks: int
+    """How many leading blocks are shared."""
+    num_seqs: int
+    """Sequences that share them and keep at least one token of their own after them."""
+
+
+@dataclass(frozen=True, slots=True)
+class CascadePolicy:
+    """When a pure decode batch is worth cascade attention (a prefix pass and a merge more).
+
+    Each step of cascade attention saves (sharing sequences - 1) x prefix tokens of K/V reads
+    (Llama-3.1-8B: 128 KiB per token over its 32 layers) and costs two more launches per layer
+    (the prefix kernel and the merge, about 64 x 4 us a step), its partial outputs, and the
+    decode CUDA graph (cascade steps run eagerly). 32K tokens = 4 GiB = about 1.4 ms of HBM
+    time on an H100, several times the launches, so the step gains even where the eager launch
+    overhead is not hidden. vLLM uses the same first two floors (256 tokens, 8 requests).
+    """
+
+    min_seqs: int = 8
+    """Fewest sequences that must share the prefix."""
+    min_prefix_tokens: int = 256
+    """Shortest shared prefix, in tokens."""
+    min_saved_tokens: int = 32768
+    """Fewest K/V token reads saved per step: (sharing sequences - 1) x prefix tokens."""
+
+    def pays(self, prefix: SharedPrefix, block_size: int) -> bool:
+        """Whether cascade attention over `prefix` is expected to beat plain decode attention."""
+        tokens = prefix.num_blocks * block_size
+        return (
+            prefix.num_seqs >= self.min_seqs
+            and tokens >= self.min_prefix_tokens
+            and (prefix.num_seqs - 1) * tokens >= self.min_saved_tokens
+        )
+
+
+CASCADE_POLICY = CascadePolicy()
+"""The policy prepare_host_inputs applies (tests replace it to force or forbid cascades)."""
+
+
+def find_shared_prefix(
+    block_tables: np.ndarray,  # (num_seqs, max_blocks) int32, padded with the null block 0
+    seq_lens: np.ndarray,  # (num_seqs,) context lengths including this step's token
+    block_size: int,
+) -> SharedPrefix | None:
+    """The shared prefix that saves the most reads: (sharing sequences - 1) x blocks, largest.
+
+    Candidates share the most common first block (prefix caching hands the same blocks to
+    every request with the cached prompt prefix; requests admitted in the same step as the one
+    that computed it hold their own copies). A sequence counts for a prefix only if a token of
+    its own follows it: the decode kernel needs its new token's key outside the shared part.
+    None when no two sequences share a block.
+    """
+    num_seqs = len(seq_lens)
+    if num_seqs < 2:
+        return None
+    firsts, first_rows, counts = np.unique(
+        block_tables[:, 0], return_index=True, return_counts=True
+    )
+    best = int(np.argmax(counts))
+    if counts[best] < 2:
+        return None
+    row = int(first_rows[best])
+    group = np.flatnonzero(block_tables[:, 0] == firsts[best])  # (num_candidates,)
+    # Blocks each candidate may share: its leading run equal to `row`'s, capped to keep a token.
+    own_blocks = (seq_lens[group].astype(np.int64) - 1) // block_size
+    width = int(own_blocks.max())
+    if width == 0:
+        return None
+    same = block_tables[group, :width] == block_tables[row, :width]  # (num_candidates, width)
+    runs = np.where(same.all(axis=1), width, same.argmin(axis=1))
+    shareable = np.sort(np.minimum(runs, own_blocks))[::-1]  # descending
+    # Taking the k longest candidates shares shareable[k - 1] blocks among k sequences.
+    saved = np.arange(len(shareable)) * shareable
+    k = int(np.argmax(saved)) + 1
+    if saved[k - 1] == 0:
+        return None
+    num_blocks = int(shareable[k - 1])
+    return SharedPrefix(
+        row=row, num_blocks=num_blocks, num_seqs=int((shareable >= num_blocks).sum())
+    )
+
+
+def choose_cascade(
+    block_tables: np.ndarray, seq_lens: np.ndarray, block_size: int, policy: CascadePolicy
+) -> SharedPrefix | None:
+    """The shared prefix of a pure decode batch if cascade attention pays for it, else None."""
+    if len(seq_lens) < policy.min_seqs:
+        return None  # the common case of small batches: skip the table scan
+    prefix = find_shared_prefix(block_tables, seq_lens, block_size)
+    return prefix if prefix is not None and policy.pays(prefix, block_size) else None
 
 
 def _token_range(request: Request, start: int, end: int) -> np.ndarray:

@@ -207,6 +207,7 @@ class ModelRunner:
         if (
             self.graphs is not None
             and host.is_pure_decode
+            and host.cascade_prefix_blocks == 0  # the graphs capture plain decode attention
             and self.graphs.graph_size(num_seqs) is not None
         ):
             hidden = self.graphs.run(

@@ -110,9 +110,13 @@ class Attention(nn.Module):
         # NOTE: the new tokens' K/V go into the cache first; attention then reads all context
         # (cached prefix and new tokens alike) from the cache.
         self.ops.write_kv_cache(k, v, k_cache, v_cache, meta.slot_mapping)
-        out = self.ops.paged_attention(
-            q, k_cache, v_cache, meta.block_tables, meta.seq_lens, meta.query_start_loc, self.scale
-        )  # (num_tokens, num_heads, head_dim)
+        args = (q, k_cache, v_cache, meta.block_tables, meta.seq_lens, meta.query_start_loc)
+        if meta.cascade_prefix_blocks > 0:
+            out = self.ops.cascade_attention(
+                *args, self.scale, meta.cascade_prefix_blocks, prefix_row=meta.cascade_prefix_row
+            )  # (num_tokens, num_heads, head_dim)
+        else:
+            out = self.ops.paged_attention(*args, self.scale)
         projected: torch.Tensor = self.o_proj(out.reshape(num_tokens, self.q_size))
         return projected
 
