@@ -92,6 +92,10 @@ def test_policy_floors() -> None:
     assert not policy.pays(SharedPrefix(0, 15, 1000), BS)  # 240 tokens: too short
     assert not policy.pays(SharedPrefix(0, 16, 100), BS)  # 99 x 256 = 25K reads saved
     assert policy.pays(SharedPrefix(0, 16, 200), BS)  # 199 x 256 = 51K
+    default = CascadePolicy()
+    assert default.pays(SharedPrefix(0, 2048 // BS, 500), BS)  # W4's decode steps
+    assert not default.pays(SharedPrefix(0, 2048 // BS, 17), BS)  # measured slower
+    assert not default.pays(SharedPrefix(0, 256 // BS, 129), BS)  # measured slower
     t = tables(*[[1, 2, 10 + i] for i in range(7)])
     lenient = CascadePolicy(min_seqs=8, min_prefix_tokens=1, min_saved_tokens=0)
     assert choose_cascade(t, full_lens(t), BS, lenient) is None  # 7 < min_seqs: no scan
