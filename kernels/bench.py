@@ -150,7 +150,7 @@ def bench_mixed(device: torch.device) -> None:
 
 
 CASCADE_SWEEP = [
-    cascade_attention.CascadeConfig(block_m=m, block_n=n, num_warps=w, num_stages=s)
+    cascade_attention.CascadeConfig(tiles=extend_attention.ExtendConfig(m, n, w, s))
     for m, n, w, s in [(128, 64, 8, 3), (64, 128, 4, 3), (128, 128, 8, 2), (32, 64, 4, 3)]
 ]  # fmt: skip
 

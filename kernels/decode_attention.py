@@ -316,10 +316,16 @@ def paged_attention(
 
     `num_splits` (default: chosen from the shapes) and `config` are for tests and tuning.
     """
-    check_decode_args(query, k_cache, v_cache, block_tables, seq_lens, query_start_loc, out)
+    check_paged_attention_args(
+        query, k_cache, v_cache, block_tables, seq_lens, query_start_loc, out
+    )
     config = config or DecodeConfig()
     num_seqs, num_heads, head_dim = seq_lens.shape[0], query.shape[1], query.shape[2]
     num_kv_heads = k_cache.shape[2]
+    if query.shape[0] != num_seqs:
+        raise ValueError(
+            f"decode attention needs one query token per sequence, got {query.shape[0]} for {num_seqs}"
+        )
     if out is None:
         out = torch.empty_like(query)
     max_context = block_tables.shape[1] * k_cache.shape[1]
@@ -334,23 +340,3 @@ def paged_attention(
     if parts is not None:
         launch_merge_kernel(*parts, query_start_loc, out)
     return out
-
-
-def check_decode_args(
-    query: torch.Tensor,
-    k_cache: torch.Tensor,
-    v_cache: torch.Tensor,
-    block_tables: torch.Tensor,
-    seq_lens: torch.Tensor,
-    query_start_loc: torch.Tensor,
-    out: torch.Tensor | None,
-) -> None:
-    """check_paged_attention_args plus: exactly one query token per sequence."""
-    check_paged_attention_args(
-        query, k_cache, v_cache, block_tables, seq_lens, query_start_loc, out
-    )
-    num_seqs = seq_lens.shape[0]
-    if query.shape[0] != num_seqs:
-        raise ValueError(
-            f"decode attention needs one query token per sequence, got {query.shape[0]} for {num_seqs}"
-        )
