@@ -154,14 +154,18 @@ class KVCacheManager:
         return self._num_blocks_short(request, num_new_tokens, prefix) <= 0
 
     def allocate_slots(
-        self, request: KVRequest, num_new_tokens: int, prefix: CachedPrefix | None = None
+        self,
+        request: KVRequest,
+        num_new_tokens: int,
+        prefix: CachedPrefix | None = None,
+        keep_free: int = 0,
     ) -> tuple[int, ...] | None:
         """Grow the request's table to hold its computed tokens plus `num_new_tokens`.
 
         On admission (the request holds no blocks yet) `prefix` is its cached prefix from
         `find_cached_prefix`; those blocks are shared and the tokens after them get new blocks.
         Returns the whole block table, or None (nothing changed) if the free blocks do not
-        suffice.
+        suffice, or would leave fewer than `keep_free` free blocks (the scheduler's headroom).
         """
         table = self._tables.get(request.request_id)
         if table is not None and prefix is None:
@@ -170,14 +174,14 @@ class KVCacheManager:
             if num_tokens <= table.num_slots:
                 return table.block_ids
             need = self._cdiv(num_tokens) - len(table.blocks)
-            if need > self._pool.num_free_blocks:
+            if need + keep_free > self._pool.num_free_blocks:
                 return None
             new_blocks = self._pool.allocate(need)
             table.blocks += new_blocks
             table.block_ids += tuple([b.block_id for b in new_blocks])
             table.num_slots = len(table.blocks) * self.block_size
             return table.block_ids
-        if self._num_blocks_short(request, num_new_tokens, prefix) > 0:
+        if self._num_blocks_short(request, num_new_tokens, prefix) + keep_free > 0:
             return None
         prefix = prefix or EMPTY_PREFIX
         self._pool.touch(prefix.blocks)

@@ -15,7 +15,7 @@ import torch
 from llmservice.runtime.builtin import resolve_model_path
 from llmservice.runtime.config import CacheConfig, DeviceConfig, EngineConfig, LoadConfig
 from llmservice.runtime.model_config import ModelConfig
-from llmservice.scheduler import SchedulerConfig
+from llmservice.scheduler import DEFAULT_HEADROOM, NO_HEADROOM, SchedulerConfig
 
 # (max_num_seqs, max_num_batched_tokens) when the user leaves them None.
 _DEVICE_DEFAULTS: dict[str, tuple[int, int]] = {"cuda": (1024, 16384), "cpu": (64, 2048)}
@@ -58,6 +58,9 @@ class EngineArgs:
     """Never capture CUDA graphs for decode batches (vLLM's flag)."""
     kernel_ops: str | None = None
     """Kernel set by name ("reference", "triton"); None = the device's default."""
+    admission_headroom: bool = True
+    """Admit a request only while the KV cache keeps room for the running requests' future
+    output (scheduler/headroom.py); False admits whenever the prompt fits (vLLM's behaviour)."""
 
     def create_engine_config(self) -> EngineConfig:
         """Validate and resolve every option; ValueError naming the bad one."""
@@ -99,6 +102,7 @@ class EngineArgs:
                 max_num_batched_tokens=self.max_num_batched_tokens or default_tokens,
                 max_model_len=model.max_model_len,
                 policy="priority" if self.scheduling_policy == "priority" else "fcfs",
+                headroom=DEFAULT_HEADROOM if self.admission_headroom else NO_HEADROOM,
             ),
             device=DeviceConfig(
                 device=device, kernel_ops=self.kernel_ops, enforce_eager=self.enforce_eager

@@ -43,10 +43,12 @@ class LLM:
         num_kv_blocks: int | None = None,
         enforce_eager: bool = False,
         kernel_ops: str | None = None,
+        admission_headroom: bool = True,
     ) -> None:
         """Arguments as vLLM's `LLM`; None = chosen for the device. `num_kv_blocks` fixes the
         KV pool size (tests force preemption with tiny pools); `enforce_eager` turns CUDA graphs
-        off; `kernel_ops` names the kernel set ("reference" is the oracle on any device)."""
+        off; `kernel_ops` names the kernel set ("reference" is the oracle on any device);
+        `admission_headroom=False` admits requests whenever their prompt fits (as vLLM)."""
         self.engine_args = EngineArgs(
             model=model,
             load_format=load_format,
@@ -63,6 +65,7 @@ class LLM:
             num_kv_blocks=num_kv_blocks,
             enforce_eager=enforce_eager,
             kernel_ops=kernel_ops,
+            admission_headroom=admission_headroom,
         )
         config = self.engine_args.create_engine_config()
         self.engine_core = EngineCore(config)

@@ -1,9 +1,12 @@
-"""Scheduler configuration: the per-step budget, the sequence cap and the waiting policy."""
+"""Scheduler configuration: the per-step budget, the sequence cap, the waiting policy and the
+admission headroom."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Literal
+
+from llmservice.scheduler.headroom import DEFAULT_HEADROOM, HeadroomConfig
 
 Policy = Literal["fcfs", "priority"]
 POLICIES: tuple[Policy, ...] = ("fcfs", "priority")
@@ -21,6 +24,9 @@ class SchedulerConfig:
     """Prompt plus output tokens of one request at most."""
     policy: Policy = "fcfs"
     """"fcfs": arrival order; "priority": lower `priority` first, then arrival order."""
+    headroom: HeadroomConfig = DEFAULT_HEADROOM
+    """How much future output of admitted requests stays reserved when admitting (headroom.py);
+    `NO_HEADROOM` admits whenever the prompt fits."""
 
     def __post_init__(self) -> None:
         for name in ("max_num_seqs", "max_num_batched_tokens", "max_model_len"):

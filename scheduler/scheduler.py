@@ -29,6 +29,7 @@ from collections.abc import Iterable, Mapping
 
 from llmservice.kvcache import KVCacheManager
 from llmservice.scheduler.config import SchedulerConfig
+from llmservice.scheduler.headroom import Headroom
 from llmservice.scheduler.output import ScheduledChunk, SchedulerOutput, SchedulerStats, new_chunk
 from llmservice.scheduler.queue import make_waiting_queue
 from llmservice.scheduler.request import Request, RequestStatus
@@ -56,6 +57,7 @@ class Scheduler:
         self._requests: dict[str, Request] = {}
         self._finished_ids: list[str] = []
         self._num_preemptions_total = 0
+        self._headroom = Headroom(config.headroom)
 
     def add_request(self, request: Request) -> None:
         """Queue a new request; ValueError if it can never run."""
@@ -124,6 +126,7 @@ class Scheduler:
         # must not be re-admitted (and recomputed) in the very step that evicted it.
         if not preempted:
             budget = self._admit_waiting(budget, chunks)
+        self._headroom.step(bool(preempted))
         if async_output:
             requests = self._requests
             for chunk in chunks.values():
@@ -242,15 +245,26 @@ class Scheduler:
         return budget
 
     def _admit_waiting(self, budget: int, chunks: dict[str, ScheduledChunk]) -> int:
-        """Admit waiting requests in queue order while budget, seats and blocks allow."""
+        """Admit waiting requests in queue order while budget, seats and blocks allow; the
+        blocks left free must cover the headroom of everything admitted (headroom.py)."""
         kv = self.kv_cache
+        reserved: int | None = None  # blocks the running requests keep free; computed lazily
         while self.waiting and budget > 0 and len(self.running) < self.config.max_num_seqs:
             request = self.waiting.peek()
             prefix = kv.find_cached_prefix(request)
             num_new = min(request.num_tokens - prefix.num_tokens, budget)
-            block_ids = kv.allocate_slots(request, num_new, prefix)
-            if block_ids is None:
+            if not kv.can_allocate(request, num_new, prefix):
                 break  # the head waits for blocks; nobody overtakes it
+            if reserved is None:
+                reserved = sum(self._future_blocks(r, r.num_computed_tokens) for r in self.running)
+            end = prefix.num_tokens + num_new
+            own = self._future_blocks(request, end)
+            # An empty batch always admits its head (its prompt fits), so nothing waits forever.
+            keep_free = reserved + own if self.running else 0
+            block_ids = kv.allocate_slots(request, num_new, prefix, keep_free)
+            if block_ids is None:
+                break
+            reserved += own
             self.waiting.pop()
             if request.num_preemptions == 0:
                 request.num_cached_tokens = prefix.num_tokens
@@ -260,6 +274,19 @@ class Scheduler:
             chunks[request.request_id] = self._chunk(request, num_new, block_ids)
             budget -= num_new
         return budget
+
+    def _future_blocks(self, request: Request, allocated_end: int) -> int:
+        """Blocks the request will still need past the blocks of its first `allocated_end`
+        tokens, under the current headroom ratio."""
+        remaining_prompt = max(request.num_prompt_tokens - allocated_end, 0)
+        produced = request.num_output_tokens + request.num_output_placeholders
+        remaining_output = min(
+            request.limits.max_tokens - produced,
+            self.config.max_model_len - max(allocated_end, request.num_tokens),
+        )
+        future = self._headroom.reserve_tokens(remaining_prompt, max(remaining_output, 0))
+        bs = self.kv_cache.block_size
+        return -(-(allocated_end + future) // bs) - -(-allocated_end // bs)
 
     @staticmethod
     def _chunk(request: Request, num_new: int, block_ids: tuple[int, ...]) -> ScheduledChunk:

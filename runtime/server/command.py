@@ -122,6 +122,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=True,
         help="reuse the KV cache of shared prefixes (default: on)",
     )
+    parser.add_argument(
+        "--admission-headroom",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="admit a request only while the KV cache keeps room for the running requests' "
+        "output, so batches do not outgrow it and preempt (default: on)",
+    )
     engine.add_argument(
         "--scheduling-policy",
         choices=("fcfs", "priority"),
@@ -206,6 +213,7 @@ def _engine_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "max_num_seqs": args.max_num_seqs,
         "max_num_batched_tokens": args.max_num_batched_tokens,
         "enable_prefix_caching": args.enable_prefix_caching,
+        "admission_headroom": args.admission_headroom,
         "tensor_parallel_size": args.tensor_parallel_size,
         "scheduling_policy": args.scheduling_policy,
         "seed": args.seed,

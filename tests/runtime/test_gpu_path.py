@@ -40,7 +40,7 @@ MODES: dict[str, dict[str, Any]] = {
     "default": {},
     "chunked_prefill": {"max_num_batched_tokens": 8},
     "no_prefix_caching": {"enable_prefix_caching": False},
-    "preemption": {"num_kv_blocks": 12, "max_model_len": 128},
+    "preemption": {"num_kv_blocks": 12, "max_model_len": 128, "admission_headroom": False},
 }
 
 

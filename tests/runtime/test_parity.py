@@ -36,7 +36,7 @@ MODES: dict[str, dict[str, Any]] = {
     "no_prefix_caching": {"enable_prefix_caching": False},
     "chunked_prefill": {"max_num_batched_tokens": 7},
     # 5 usable blocks of 16 tokens hold one 64-token sequence, far less than the batch needs.
-    "preemption": {"num_kv_blocks": 6, "max_model_len": 64},
+    "preemption": {"num_kv_blocks": 6, "max_model_len": 64, "admission_headroom": False},
 }
 
 

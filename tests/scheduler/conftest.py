@@ -8,6 +8,8 @@ import pytest
 
 from llmservice.kvcache import KVCacheManager
 from llmservice.scheduler import (
+    NO_HEADROOM,
+    HeadroomConfig,
     Request,
     RequestLimits,
     Scheduler,
@@ -57,12 +59,16 @@ def make_scheduler() -> Callable[..., Scheduler]:
         max_model_len: int = 64,
         policy: str = "fcfs",
         enable_prefix_caching: bool = True,
+        headroom: HeadroomConfig = NO_HEADROOM,
     ) -> Scheduler:
+        # NOTE: no admission headroom by default: most tests pack tiny pools on purpose (to
+        # preempt); test_headroom.py and the property tests run with it.
         config = SchedulerConfig(
             max_num_seqs=max_num_seqs,
             max_num_batched_tokens=max_num_batched_tokens,
             max_model_len=max_model_len,
             policy=policy,  # type: ignore[arg-type]
+            headroom=headroom,
         )
         return Scheduler(config, KVCacheManager(num_blocks, block_size, enable_prefix_caching))
 

@@ -19,6 +19,8 @@ from hypothesis import strategies as st
 
 from llmservice.kvcache import KVCacheManager
 from llmservice.scheduler import (
+    NO_HEADROOM,
+    HeadroomConfig,
     Request,
     RequestLimits,
     RequestStatus,
@@ -26,8 +28,11 @@ from llmservice.scheduler import (
     SchedulerConfig,
     SchedulerOutput,
 )
+from llmservice.scheduler.headroom import DEFAULT_HEADROOM
 
 VOCAB = 16
+# Reserves all remaining output at first and nothing after four steps without a preemption.
+FAST_DECAY = HeadroomConfig(initial=1.0, minimum=0.0, decay=0.25)
 ROOT = 0x5EED
 
 
@@ -230,6 +235,8 @@ def workloads(draw: st.DrawFn, with_aborts: bool = True) -> Workload:
         max_num_batched_tokens=draw(st.integers(1, 24)),
         max_model_len=max_model_len,
         policy=draw(st.sampled_from(["fcfs", "priority"])),
+        # Admission with no headroom, the default, and one that decays within a few steps.
+        headroom=draw(st.sampled_from([NO_HEADROOM, DEFAULT_HEADROOM, FAST_DECAY])),
     )
     return Workload(
         specs=tuple(specs),
@@ -273,7 +280,9 @@ def test_tiny_pools_do_force_preemption() -> None:
         Spec(f"p{i}", (i, 2, 3), RequestLimits(max_tokens=12), i % 2, 0, None, False)
         for i in range(4)
     )
-    config = SchedulerConfig(max_num_seqs=4, max_num_batched_tokens=16, max_model_len=16)
+    config = SchedulerConfig(
+        max_num_seqs=4, max_num_batched_tokens=16, max_model_len=16, headroom=NO_HEADROOM
+    )
     workload = Workload(specs, block_size=2, num_blocks=9, config=config, prefix_caching=True)
     requests, preemptions = run(workload)
     assert preemptions > 0

@@ -115,6 +115,7 @@ def test_chunked_prefill_and_preemption_give_the_same_replies(
         device="cpu",
         max_num_batched_tokens=24,
         num_kv_blocks=40,
+        admission_headroom=False,
         enable_prefix_caching=False,
     )
     replies = _greedy(tight, prompts[:16])

@@ -149,6 +149,7 @@ def test_preemption_keeps_answers_and_ttft_once_then_sigterm_aborts_what_outlive
     server = start_server(
         tiny_model, tmp_path, "--shutdown-timeout", "0", "--max-model-len", "96",
         "--num-kv-blocks", "7", "--max-num-seqs", "4", "--max-log-len", "4",
+        "--no-admission-headroom",
     )  # fmt: skip
 
     async def preempting_load() -> list[dict[str, Any]]:
