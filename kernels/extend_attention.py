@@ -7,7 +7,8 @@ output. Keys every row of the tile may see (the cached prefix and earlier new to
 visited without masks; only the tiles on the diagonal are causally masked.
 
 The grid needs no device-to-host sync: sequence i's tiles get the program ids starting at
-`query_start_loc[i] // BLOCK_Q + i`, which leaves room for ceil(q_len_i / BLOCK_Q) tiles; a
+`(query_start_loc[i] - query_start_loc[0]) // BLOCK_Q + i`, which leaves room for ceil(q_len_i /
+BLOCK_Q) tiles; a
 program finds its sequence by binary search and exits if its tile is past the sequence's end.
 """
 
@@ -155,18 +156,20 @@ def _extend_kernel(
     kv_head = flat % NUM_KV_HEADS
     pid = flat // NUM_KV_HEADS
 
-    # The sequence of this tile: the last i with query_start_loc[i] // BLOCK_Q + i <= pid.
+    # The sequence of this tile: the last i with (query_start_loc[i] - base) // BLOCK_Q + i <=
+    # pid. `base` is 0 unless the caller passed the tail of a batch (decodes split off first).
+    base = tl.load(query_start_loc_ptr)
     lo = tl.full([], 0, tl.int32)  # tensors from the start: loop-carried types must not change
     hi = lo + num_seqs - 1
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        first = tl.load(query_start_loc_ptr + mid) // BLOCK_Q + mid
+        first = (tl.load(query_start_loc_ptr + mid) - base) // BLOCK_Q + mid
         lo = tl.where(first <= pid, mid, lo)
         hi = tl.where(first <= pid, hi, mid - 1)
     seq = lo
     q_start = tl.load(query_start_loc_ptr + seq)
     q_len = tl.load(query_start_loc_ptr + seq + 1) - q_start
-    q_block = pid - (q_start // BLOCK_Q + seq)
+    q_block = pid - ((q_start - base) // BLOCK_Q + seq)
     if q_block * BLOCK_Q >= q_len:
         return
     context = tl.load(seq_lens_ptr + seq) - q_len  # cached tokens before the new ones

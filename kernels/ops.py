@@ -41,22 +41,38 @@ def paged_attention(
     query_start_loc: torch.Tensor,
     scale: float,
     out: torch.Tensor | None = None,
+    *,
+    num_decodes: int = 0,
 ) -> torch.Tensor:
     """Causal paged attention of a flat mixed batch (see reference.paged_attention).
 
     NOTE: every sequence must have at least one new token; then num_tokens == num_seqs means
-    every sequence has exactly one, which is decided from shapes alone (no device sync).
+    every sequence has exactly one, which is decided from shapes alone (no device sync). In a
+    mixed batch whose first `num_decodes` sequences have one new token each, those go to the
+    decode kernel and the rest to the extend kernel: a decode fills 4 rows of a 256-row extend
+    tile, so the extend kernel spends ~60x the matrix work on it that the decode kernel does.
     """
     args = (query, k_cache, v_cache, block_tables, seq_lens, query_start_loc, scale, out)
     if not query.is_cuda:
-        return reference.paged_attention(*args)
-    if query.shape[0] == seq_lens.shape[0]:
-        from llmservice.kernels import decode_attention
+        return reference.paged_attention(*args, num_decodes=num_decodes)
+    from llmservice.kernels import decode_attention, extend_attention
 
+    num_seqs = seq_lens.shape[0]
+    if query.shape[0] == num_seqs:
         return decode_attention.paged_attention(*args)
-    from llmservice.kernels import extend_attention
-
-    return extend_attention.paged_attention(*args)
+    if not 0 < num_decodes < num_seqs:
+        return extend_attention.paged_attention(*args)
+    if out is None:
+        out = torch.empty_like(query)
+    d = num_decodes
+    decode_attention.paged_attention(
+        query[:d], k_cache, v_cache, block_tables[:d], seq_lens[:d], query_start_loc[: d + 1],
+        scale, out[:d],
+    )  # fmt: skip
+    # The extend kernel indexes query and out by query_start_loc, which keeps its offsets.
+    return extend_attention.paged_attention(
+        query, k_cache, v_cache, block_tables[d:], seq_lens[d:], query_start_loc[d:], scale, out
+    )
 
 
 def cascade_attention(
@@ -123,3 +139,20 @@ def silu_and_mul(x: torch.Tensor) -> torch.Tensor:
     from llmservice.kernels import activation
 
     return activation.silu_and_mul(x)
+
+
+def linear(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
+) -> torch.Tensor:
+    """x @ weight.T (+ bias): the Triton GEMV for decode-sized CUDA batches, torch otherwise.
+
+    The choice reads shapes, dtypes and layouts only (no device sync), so a captured CUDA graph
+    replays the same kernel every time. Larger batches, float32, and the shapes where cuBLAS
+    measured faster (gemv.choose_config returns None) go to torch's matmul.
+    """
+    if x.is_cuda:
+        from llmservice.kernels import gemv
+
+        if gemv.serves(x, weight, bias):
+            return gemv.gemv(x, weight, bias)
+    return reference.linear(x, weight, bias)

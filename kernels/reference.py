@@ -43,14 +43,20 @@ def paged_attention(
     query_start_loc: torch.Tensor,  # (num_seqs + 1,) int32: offsets of each sequence's tokens
     scale: float,
     out: torch.Tensor | None = None,  # (num_tokens, num_heads, head_dim)
+    *,
+    num_decodes: int = 0,
 ) -> torch.Tensor:
     """Causal attention of each sequence's new tokens over its whole paged context.
 
     Sequence i's new tokens sit at positions [seq_lens[i] - q_len_i, seq_lens[i]) and attend to
     every position up to their own (the cached prefix included). Their K/V must already be in
     the cache. Computed in float32; returns (num_tokens, num_heads, head_dim) in query's dtype.
+    `num_decodes` says the first sequences have one new token each: a hint that fast kernels
+    use to split the batch; the result does not depend on it.
     """
     check_attention_shapes(query, k_cache, v_cache, block_tables, seq_lens, query_start_loc, out)
+    if not 0 <= num_decodes <= seq_lens.shape[0]:
+        raise ValueError(f"num_decodes must be in [0, {seq_lens.shape[0]}], got {num_decodes}")
     num_heads, head_dim = query.shape[1], query.shape[2]
     block_size, num_kv_heads = k_cache.shape[1], k_cache.shape[2]
     if out is None:
@@ -160,6 +166,28 @@ def silu_and_mul(x: torch.Tensor) -> torch.Tensor:
     return (F.silu(x[..., :d].float()) * x[..., d:].float()).to(x.dtype)
 
 
+def linear(
+    x: torch.Tensor,  # (..., in_features)
+    weight: torch.Tensor,  # (out_features, in_features)
+    bias: torch.Tensor | None = None,  # (out_features,)
+) -> torch.Tensor:
+    """The model's projections: x @ weight.T (+ bias), torch's matmul (cuBLAS on the GPU)."""
+    return F.linear(x, weight, bias)
+
+
+def gemv(
+    x: torch.Tensor,  # (num_rows, K): a few rows (decode tokens)
+    weight: torch.Tensor,  # (N, K)
+    bias: torch.Tensor | None = None,  # (N,)
+    out: torch.Tensor | None = None,  # (num_rows, N), any float dtype
+) -> torch.Tensor:
+    """linear of a few rows, written into `out` (rounded to its dtype) when one is given."""
+    check_gemv_args(x, weight, bias, out)
+    result = linear(x, weight, bias)
+    if out is None:
+        return result
+    return out.copy_(result)
+
 # --- input checks shared with the Triton modules (they must reject what the oracle rejects) ---
 
 
@@ -246,6 +274,27 @@ def check_cascade_args(
     if not 0 <= prefix_row < num_seqs:
         raise ValueError(f"prefix_row must be in [0, {num_seqs}), got {prefix_row}")
 
+
+def check_gemv_args(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, out: torch.Tensor | None
+) -> None:
+    """Raises ValueError unless the arguments of gemv agree with each other."""
+    if x.dim() != 2 or weight.dim() != 2 or x.shape[1] != weight.shape[1]:
+        raise ValueError(
+            f"gemv needs x (num_rows, K) and weight (N, K), got {tuple(x.shape)} and "
+            f"{tuple(weight.shape)}"
+        )
+    if x.dtype != weight.dtype or (bias is not None and bias.dtype != x.dtype):
+        bias_dtype = None if bias is None else bias.dtype
+        raise ValueError(
+            f"x, weight and bias must share a dtype, got {x.dtype}, {weight.dtype}, {bias_dtype}"
+        )
+    if bias is not None and bias.shape != (weight.shape[0],):
+        raise ValueError(f"bias must be ({weight.shape[0]},), got {tuple(bias.shape)}")
+    if out is not None and out.shape != (x.shape[0], weight.shape[0]):
+        raise ValueError(
+            f"out must be ({x.shape[0]}, {weight.shape[0]}), got {tuple(out.shape)}"
+        )
 
 def check_norm_shapes(x: torch.Tensor, weight: torch.Tensor) -> None:
     """Raises ValueError unless weight matches x's last dimension."""

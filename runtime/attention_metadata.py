@@ -28,6 +28,9 @@ class AttentionMetadata:
     """The most new tokens of one sequence in this step (1 for a pure decode batch)."""
     max_seq_len: int
     """The longest context in this step."""
+    num_decodes: int = 0
+    """The first sequences with one new token each (the runner orders decodes first), so a mixed
+    batch can run them through the decode kernel; every sequence in a pure decode batch."""
     cascade_prefix_blocks: int = 0
     """Blocks shared at the start of the block tables of many sequences of a pure decode batch
     (the prefix row's first blocks), read once for all of them; 0 = no cascade attention."""

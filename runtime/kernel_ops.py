@@ -17,6 +17,24 @@ import torch
 from torch import Tensor
 
 
+class PagedAttention(Protocol):
+    """The signature of `reference.paged_attention`."""
+
+    def __call__(
+        self,
+        query: Tensor,
+        k_cache: Tensor,
+        v_cache: Tensor,
+        block_tables: Tensor,
+        seq_lens: Tensor,
+        query_start_loc: Tensor,
+        scale: float,
+        out: Tensor | None = None,
+        *,
+        num_decodes: int = 0,
+    ) -> Tensor: ...
+
+
 class CascadeAttention(Protocol):
     """The signature of `reference.cascade_attention`."""
 
@@ -44,8 +62,9 @@ class KernelOps:
     """Registry name ("reference", ...)."""
     write_kv_cache: Callable[[Tensor, Tensor, Tensor, Tensor, Tensor], None]
     """(key, value, k_cache, v_cache, slot_mapping) -> None."""
-    paged_attention: Callable[[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, float], Tensor]
-    """(query, k_cache, v_cache, block_tables, seq_lens, query_start_loc, scale) -> out."""
+    paged_attention: PagedAttention
+    """(query, k_cache, v_cache, block_tables, seq_lens, query_start_loc, scale) -> out; the
+    keyword `num_decodes` marks leading one-token sequences (a hint, same result)."""
     cascade_attention: CascadeAttention
     """paged_attention of a decode batch, reading shared prefix blocks once (+ prefix_blocks,
     out, prefix_row)."""

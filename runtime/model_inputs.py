@@ -69,6 +69,8 @@ class HostInputs:
     """Token rows that are placeholders (async scheduling), to fill on the device."""
     fed_request_ids: tuple[str, ...] = ()
     """The request of each fed row: its token is that request's previous sample."""
+    num_decodes: int = 0
+    """The first sequences, with one new token each (decodes are laid out first)."""
     cascade_prefix_blocks: int = 0
     """Leading blocks of `cascade_prefix_row` that many sequences share (0: no cascade)."""
     cascade_prefix_row: int = 0
@@ -95,6 +97,7 @@ class HostInputs:
                 query_start_loc=to_device(self.query_start_loc, torch.int32),
                 max_query_len=self.max_query_len,
                 max_seq_len=int(self.seq_lens.max()),
+                num_decodes=self.num_decodes,
                 cascade_prefix_blocks=self.cascade_prefix_blocks,
                 cascade_prefix_row=self.cascade_prefix_row,
             ),
@@ -116,8 +119,18 @@ def prepare_inputs(
 def prepare_host_inputs(
     chunks: Sequence[ScheduledChunk], requests: Sequence[Request], block_size: int
 ) -> HostInputs:
-    """The host arrays of `chunks` (requests[i] is the request of chunks[i])."""
+    """The host arrays of `chunks` (requests[i] is the request of chunks[i]).
+
+    Sequences are laid out decodes first (one new token each), then the other chunks, so the
+    attention of a mixed batch can run its decodes through the decode kernel (`num_decodes`).
+    """
     num_seqs = len(chunks)
+    decodes = [i for i, c in enumerate(chunks) if c.num_new_tokens == 1]
+    num_decodes = len(decodes)
+    if 0 < num_decodes < num_seqs and decodes[-1] != num_decodes - 1:
+        order = decodes + [i for i, c in enumerate(chunks) if c.num_new_tokens != 1]
+        chunks = [chunks[i] for i in order]
+        requests = [requests[i] for i in order]
     q_lens = np.fromiter((c.num_new_tokens for c in chunks), np.int64, num_seqs)
     starts = np.fromiter((c.num_computed_tokens for c in chunks), np.int64, num_seqs)
     query_start_loc = np.zeros(num_seqs + 1, dtype=np.int64)
@@ -183,6 +196,7 @@ def prepare_host_inputs(
         sampled_request_ids=tuple(c.request_id for c, s in zip(chunks, samples, strict=True) if s),
         fed_rows=tuple(fed_rows),
         fed_request_ids=tuple(fed_ids),
+        num_decodes=num_decodes,
         cascade_prefix_blocks=cascade.num_blocks if cascade else 0,
         cascade_prefix_row=cascade.row if cascade else 0,
     )

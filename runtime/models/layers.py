@@ -116,7 +116,7 @@ class Attention(nn.Module):
                 *args, self.scale, meta.cascade_prefix_blocks, prefix_row=meta.cascade_prefix_row
             )  # (num_tokens, num_heads, head_dim)
         else:
-            out = self.ops.paged_attention(*args, self.scale)
+            out = self.ops.paged_attention(*args, self.scale, num_decodes=meta.num_decodes)
         projected: torch.Tensor = self.o_proj(out.reshape(num_tokens, self.q_size))
         return projected
 

@@ -52,7 +52,15 @@ def test_pure_decode_inputs() -> None:
         [ScheduledChunk("a", 0, 3, (3,), True), chunks[1]], [a, b], block_size=16
     )
     assert not mixed.is_pure_decode
-    assert mixed.input_ids.tolist() == [5, 6, 7, 41]
+    # Decodes first (the attention of a mixed batch runs them through the decode kernel).
+    assert mixed.num_decodes == 1
+    assert mixed.input_ids.tolist() == [41, 5, 6, 7]
+    assert mixed.positions.tolist() == [21, 0, 1, 2]
+    assert mixed.query_start_loc.tolist() == [0, 1, 4]
+    assert mixed.block_tables.tolist() == [[4, 9], [3, 0]]
+    assert mixed.sampled_request_ids == ("b", "a")
+    assert mixed.logits_indices.tolist() == [0, 3]
+    assert host.num_decodes == 2
 
 
 def test_plain_greedy_shortcut_only_when_argmax_suffices() -> None:

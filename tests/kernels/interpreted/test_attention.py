@@ -112,3 +112,31 @@ def test_extend_kernel_with_many_tiles_per_sequence(assert_relative_error: Check
     config = extend_attention.ExtendConfig(block_m=32, block_n=32, num_warps=4, num_stages=1)
     out = extend_attention.paged_attention(*args, batch.poisoned_out(), config=config)
     assert_relative_error(out, reference.paged_attention(*args), TOLERANCE[torch.float32])
+
+
+def test_extend_kernel_on_the_tail_of_a_batch(assert_relative_error: CheckFn) -> None:
+    """Given only the sequences after the leading decodes (query_start_loc not starting at 0),
+    the extend kernel writes exactly their rows, at their offsets in the whole batch."""
+    # 18 decodes: more rows than a 16-token tile, so a tile mapping that ignored the offset
+    # would start the tail's tiles inside the decodes' rows.
+    num_decodes = 18
+    batch = make_paged_batch(
+        [9 + 3 * i for i in range(num_decodes)] + [70, 21],
+        [1] * num_decodes + [30, 21],
+        num_heads=4,
+        num_kv_heads=2,
+        head_dim=16,
+        block_size=16,
+        dtype=torch.float32,
+    )
+    args = batch.attention_args(scale=0.25)
+    query, k_cache, v_cache, tables, seq_lens, starts, scale = args
+    out = extend_attention.paged_attention(
+        query, k_cache, v_cache, tables[num_decodes:], seq_lens[num_decodes:],
+        starts[num_decodes:], scale,
+        batch.poisoned_out(),
+        config=extend_attention.ExtendConfig(block_m=32, block_n=16, num_warps=4, num_stages=1),
+    )  # fmt: skip
+    expected = reference.paged_attention(*args)
+    assert torch.isnan(out[:num_decodes]).all()  # the decodes' rows are left alone
+    assert_relative_error(out[num_decodes:], expected[num_decodes:], TOLERANCE[torch.float32])
