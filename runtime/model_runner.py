@@ -30,6 +30,7 @@ from llmservice.runtime.outputs import TokenLogprobs
 from llmservice.runtime.sampler import Sampler
 from llmservice.runtime.sampling_metadata import SamplingMetadata, SamplingRow
 from llmservice.runtime.sampling_params import SamplingParams
+from llmservice.runtime.warmup import warm_up
 from llmservice.scheduler import Request, RequestLimits, ScheduledChunk, SchedulerOutput
 
 logger = logging.getLogger(__name__)
@@ -124,6 +125,14 @@ class ModelRunner:
         self.graph_capture_s = 0.0
         if self.device.type == "cuda" and not config.device.enforce_eager:
             self._capture_graphs()
+        self.warmup_s = 0.0
+        if self.device.type == "cuda":
+            start = time.perf_counter()
+            warm_up(
+                self._compute_logits, self.block_size, self.num_blocks, config.model.max_model_len
+            )
+            self.warmup_s = time.perf_counter() - start
+            logger.info("warm-up steps (kernel compilation) took %.1f s", self.warmup_s)
 
     def add_request(self, request_id: str, params: SamplingParams) -> None:
         """Start tracking a request's sampling state (its own generator when seeded)."""
