@@ -1,4 +1,4 @@
-"""Kernel-level benchmark of the attention kernels at Llama-3.1-8B shapes; prints JSON lines.
+"""Kernel-level benchmark of the attention and GEMV kernels at Llama-3.1-8B shapes (JSON lines).
 
     python -m llmservice.kernels.bench [--sweep]
 
@@ -13,6 +13,10 @@ cascade: W4's decode step (500 sequences x (2048 shared + 129..256 own tokens)) 
 attention and by plain decode attention, and smaller batches where plain decode wins (they set
 model_inputs.CascadePolicy's floor); GB/s counts the bytes each must read from HBM, which
 plain decode beats on these batches: the shared blocks stay in L2 between its sequences.
+gemv: the decode projections of Llama-3.1-8B (qkv, o, gate_up, down, lm_head) at 1-4 rows, the
+Triton GEMV against cuBLAS (F.linear), each timed as one call among back-to-back calls replayed
+from a CUDA graph over rotating weight copies (L2 is 50 MB), checked against a float64 product;
+with `--sweep` every candidate launch config (compiled first in parallel worker processes).
 Every timed configuration is first checked against the reference. `--sweep` also times the
 launch configurations tried for tuning (head_dim 128 and 64; cascade tiles). `--only NAME`
 runs one group.
@@ -23,6 +27,9 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import multiprocessing
+import os
+import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from typing import Any
@@ -31,7 +38,13 @@ import torch
 import torch.nn.functional as F
 import triton.testing
 
-from llmservice.kernels import cascade_attention, decode_attention, extend_attention, reference
+from llmservice.kernels import (
+    cascade_attention,
+    decode_attention,
+    extend_attention,
+    gemv,
+    reference,
+)
 from llmservice.kernels.paged_batch import PagedBatch, make_paged_batch
 
 HBM_GBS = 3000.0  # measured device-to-device copy on the H100 (KINDS.md)
@@ -39,7 +52,10 @@ PEAK_TFLOPS = 800.0  # measured bf16 matrix product on the H100 (KINDS.md)
 NUM_HEADS, NUM_KV_HEADS, BLOCK_SIZE = 32, 8, 16
 
 Config = (
-    decode_attention.DecodeConfig | extend_attention.ExtendConfig | cascade_attention.CascadeConfig
+    decode_attention.DecodeConfig
+    | extend_attention.ExtendConfig
+    | cascade_attention.CascadeConfig
+    | gemv.GemvConfig
 )
 DECODE_SWEEP = [
     decode_attention.DecodeConfig(block_n=n, num_warps=w, num_stages=s, programs_per_sm=p)
@@ -198,11 +214,125 @@ def bench_cascade(
     )
 
 
+# --- gemv: decode-batch projections at Llama-3.1-8B shapes, Triton vs cuBLAS ---
+GEMV_SHAPES = {
+    "qkv": (6144, 4096), "o": (4096, 4096), "gate_up": (28672, 4096), "down": (4096, 14336),
+    "lm_head": (128256, 4096),
+}  # fmt: skip
+L2_BYTES = 50 * 2**20
+# (block_n, block_k, num_warps) per row count, weights evict-first and, for the first run's
+# leaders, also with the default eviction policy.
+GEMV_SWEEP = {
+    1: [gemv.GemvConfig(n, k, w, evict_first=e) for n, k, w, e in [
+        (2, 2048, 8, True), (4, 1024, 8, True), (4, 512, 4, True), (4, 2048, 8, True),
+        (8, 1024, 8, True), (8, 512, 4, True), (16, 1024, 8, True), (16, 512, 4, True),
+        (16, 512, 8, True), (32, 512, 8, True), (32, 256, 4, True), (4, 1024, 4, True),
+        (8, 1024, 4, True), (8, 2048, 16, True), (4, 1024, 8, False), (8, 1024, 8, False),
+        (16, 1024, 8, False), (2, 2048, 8, False), (4, 512, 4, False), (16, 512, 4, False),
+        (32, 512, 8, False)]],
+    2: [gemv.GemvConfig(n, k, w, evict_first=e) for n, k, w, e in [
+        (2, 1024, 4, True), (4, 512, 4, True), (4, 1024, 8, True), (8, 512, 4, True),
+        (8, 1024, 8, True), (16, 512, 8, True), (4, 1024, 4, True), (2, 2048, 8, True),
+        (8, 512, 4, False), (2, 1024, 4, False), (16, 512, 8, False), (4, 512, 4, False)]],
+}  # fmt: skip
+
+
+def _compile_gemv(item: tuple[int, gemv.GemvConfig]) -> None:
+    """Runs one GEMV variant once (in a worker process: fills Triton's on-disk cache)."""
+    rows, config = item
+    x = torch.randn(rows, 4096, dtype=torch.bfloat16, device="cuda")
+    gemv.gemv(x, torch.randn(4096, 4096, dtype=x.dtype, device=x.device), config=config)
+    torch.cuda.synchronize()
+
+
+def precompile_gemv(items: list[tuple[int, gemv.GemvConfig]]) -> None:
+    """Compiles the sweep's variants in parallel processes; the timing process then loads them
+    from the cache (one at a time, compiling them would take most of a minute)."""
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(min(16, os.cpu_count() or 1)) as pool:
+        pool.map(_compile_gemv, items)
+
+
+def graph_ms_per_call(
+    call: Callable[[torch.Tensor], object], weights: list[torch.Tensor], calls: int
+) -> float:
+    """Median time of one call among `calls` back-to-back calls replayed from a CUDA graph, the
+    i-th on weights[i % len(weights)] (enough copies that none is still in L2 when reused)."""
+    call(weights[0])
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for i in range(calls):
+            call(weights[i % len(weights)])
+    start = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
+    end = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
+    times: list[float] = []
+    for _ in range(13):
+        start.record()
+        graph.replay()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / calls)
+    return statistics.median(times[3:])  # the first replays warm up
+
+
+def bench_gemv_shape(
+    name: str, n: int, k: int, device: torch.device, sweep: bool
+) -> dict[int, tuple[float, float]]:
+    """One shape at 1-4 rows: cuBLAS, the table's config and (sweep) every candidate, each
+    checked against a float64 product first; returns rows -> (cuBLAS ms, fastest GEMV ms)."""
+    nbytes = n * k * 2
+    copies = max(2, -(-3 * L2_BYTES // nbytes))
+    calls = copies * max(1, -(-4 * 10**9 // (nbytes * copies)))  # ~4 GB of weights per replay
+    weights = [torch.randn(n, k, dtype=torch.bfloat16, device=device) for _ in range(copies)]
+    fastest: dict[int, tuple[float, float]] = {}
+    for rows in range(1, gemv.MAX_ROWS + 1):
+        x = torch.randn(rows, k, dtype=torch.bfloat16, device=device)
+        expected = x.double() @ weights[0].double().T
+        cublas = graph_ms_per_call(functools.partial(F.linear, x), weights, calls)
+        shape = {"rows": rows, "n": n, "k": k}
+        report(f"cublas {name}", None, **shape, ms=cublas, gb_per_s=nbytes / cublas / 1e6)
+        chosen = gemv.choose_config(rows, n, k)
+        candidates = [chosen] if chosen else []
+        candidates += GEMV_SWEEP[rows] if sweep else []
+        best = cublas if not candidates else float("inf")
+        for config in dict.fromkeys(candidates):
+            out = gemv.gemv(x, weights[0], config=config).double()
+            rel_error = float((out - expected).norm() / expected.norm())
+            ms = graph_ms_per_call(functools.partial(gemv.gemv, x, config=config), weights, calls)
+            best = min(best, ms)
+            figures = {"ms": ms, "rel_error": rel_error, "gb_per_s": nbytes / ms / 1e6}
+            report(f"gemv {name}", config, **shape, **figures, vs_cublas=cublas / ms,
+                   table=config == chosen)  # fmt: skip
+        fastest[rows] = (cublas, best)
+    return fastest
+
+
+def bench_gemv(device: torch.device, sweep: bool) -> None:
+    """Every shape, then per batch size the decoder layer (qkv + o + gate_up + down) and
+    lm_head sums: cuBLAS vs the fastest GEMV (sweep) or the table's choice, and the GPU time
+    a 32-layer decode step would save (torch wherever cuBLAS is faster)."""
+    if sweep:
+        precompile_gemv([(rows, c) for rows, configs in GEMV_SWEEP.items() for c in configs])
+    results = {
+        name: bench_gemv_shape(name, n, k, device, sweep) for name, (n, k) in GEMV_SHAPES.items()
+    }
+    for rows in range(1, gemv.MAX_ROWS + 1):
+        layer = [results[name][rows] for name in ("qkv", "o", "gate_up", "down")]
+        layer_cublas, layer_best = sum(c for c, _ in layer), sum(min(c, g) for c, g in layer)
+        head_cublas, head_gemv = results["lm_head"][rows]
+        head_best = min(head_cublas, head_gemv)
+        saved = 32 * (layer_cublas - layer_best) + head_cublas - head_best
+        report("gemv summary", None, rows=rows, layer_cublas_ms=layer_cublas,
+               layer_best_ms=layer_best, lm_head_cublas_ms=head_cublas, lm_head_best_ms=head_best,
+               saved_ms_per_step_32_layers=saved, best_of="sweep" if sweep else "table")  # fmt: skip
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Attention kernel benchmark (JSON lines).")
+    parser = argparse.ArgumentParser(description="Kernel benchmark (JSON lines).")
     parser.add_argument("--sweep", action="store_true", help="also time the tuning configurations")
     parser.add_argument(
-        "--only", choices=["decode", "prefill", "mixed", "cascade"], help="run one group"
+        "--only", choices=["decode", "prefill", "mixed", "cascade", "gemv"], help="run one group"
     )
     options = parser.parse_args(argv)
     if not torch.cuda.is_available():
@@ -229,6 +359,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         bench_prefill(128, 4, device, [extend_attention.default_config(128, device, 4 * 4096, 4)])
     if wanted("mixed"):
         bench_mixed(device)
+    if wanted("gemv"):
+        bench_gemv(device, options.sweep)
     if wanted("cascade"):
         cascade_configs: list[Config] = [cascade_attention.default_config(device)]
         if options.sweep:

@@ -141,9 +141,7 @@ def silu_and_mul(x: torch.Tensor) -> torch.Tensor:
     return activation.silu_and_mul(x)
 
 
-def linear(
-    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
-) -> torch.Tensor:
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """x @ weight.T (+ bias): the Triton GEMV for decode-sized CUDA batches, torch otherwise.
 
     The choice reads shapes, dtypes and layouts only (no device sync), so a captured CUDA graph

@@ -188,6 +188,7 @@ def gemv(
         return result
     return out.copy_(result)
 
+
 # --- input checks shared with the Triton modules (they must reject what the oracle rejects) ---
 
 
@@ -292,9 +293,8 @@ def check_gemv_args(
     if bias is not None and bias.shape != (weight.shape[0],):
         raise ValueError(f"bias must be ({weight.shape[0]},), got {tuple(bias.shape)}")
     if out is not None and out.shape != (x.shape[0], weight.shape[0]):
-        raise ValueError(
-            f"out must be ({x.shape[0]}, {weight.shape[0]}), got {tuple(out.shape)}"
-        )
+        raise ValueError(f"out must be ({x.shape[0]}, {weight.shape[0]}), got {tuple(out.shape)}")
+
 
 def check_norm_shapes(x: torch.Tensor, weight: torch.Tensor) -> None:
     """Raises ValueError unless weight matches x's last dimension."""

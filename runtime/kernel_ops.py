@@ -76,6 +76,8 @@ class KernelOps:
     """(positions, query, key, cos_sin_cache) -> (query, key) rotated."""
     silu_and_mul: Callable[[Tensor], Tensor]
     """(x: (..., 2d)) -> silu(x[..., :d]) * x[..., d:]."""
+    linear: Callable[[Tensor, Tensor, Tensor | None], Tensor]
+    """(x, weight, bias) -> x @ weight.T (+ bias); decode-sized batches may take a GEMV."""
 
 
 def _from_module(name: str, module_name: str) -> KernelOps:
@@ -89,6 +91,7 @@ def _from_module(name: str, module_name: str) -> KernelOps:
         fused_add_rms_norm=module.fused_add_rms_norm,
         rotary_embedding=module.rotary_embedding,
         silu_and_mul=module.silu_and_mul,
+        linear=module.linear,
     )
 
 

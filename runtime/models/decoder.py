@@ -92,12 +92,13 @@ class DecoderForCausalLM(nn.Module):
     def __init__(self, config: ModelConfig, ops: KernelOps, device: torch.device) -> None:
         super().__init__()
         self.config = config
+        self.ops = ops
         self.model = DecoderModel(config, ops, device)
         # Tied embeddings: no lm_head parameter; the logits reuse the embedding matrix.
         self.lm_head: Linear | None = None
         if not config.tie_word_embeddings:
             self.lm_head = Linear(
-                config.hidden_size, config.vocab_size, False, config.dtype, device
+                config.hidden_size, config.vocab_size, False, ops, config.dtype, device
             )
         # Not a parameter: computed from the config, never loaded.
         self.cos_sin_cache = build_cos_sin_cache(
@@ -118,7 +119,7 @@ class DecoderForCausalLM(nn.Module):
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """(num_rows, hidden) -> (num_rows, vocab) float32 logits."""
         head = self.lm_head if self.lm_head is not None else self.model.embed_tokens
-        return torch.matmul(hidden, head.weight.t()).float()
+        return self.ops.linear(hidden, head.weight, None).float()
 
     def packed_shards(self) -> dict[str, tuple[str, int, int]]:
         """HF projection name -> (our packed name, first row, rows) inside the packed matrix."""

@@ -9,7 +9,6 @@ into its row range (`packed_shards`).
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from llmservice.runtime.attention_metadata import AttentionMetadata
@@ -18,17 +17,20 @@ from llmservice.runtime.model_config import ModelConfig
 
 
 class Linear(nn.Module):
-    """y = x W^T (+ b), with uninitialised parameters."""
+    """y = x W^T (+ b), with uninitialised parameters; `ops.linear` picks the kernel (a GEMV
+    for decode-sized batches on the GPU)."""
 
     def __init__(
         self,
         in_features: int,
         out_features: int,
         bias: bool,
+        ops: KernelOps,
         dtype: torch.dtype,
         device: torch.device,
     ) -> None:
         super().__init__()
+        self.ops = ops
         self.weight = nn.Parameter(
             torch.empty(out_features, in_features, dtype=dtype, device=device), requires_grad=False
         )
@@ -39,7 +41,7 @@ class Linear(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.weight, self.bias)
+        return self.ops.linear(x, self.weight, self.bias)
 
 
 class RMSNorm(nn.Module):
@@ -80,9 +82,9 @@ class Attention(nn.Module):
         self.ops = ops
         hidden = config.hidden_size
         self.qkv_proj = Linear(
-            hidden, self.q_size + 2 * self.kv_size, config.qkv_bias, dtype, device
+            hidden, self.q_size + 2 * self.kv_size, config.qkv_bias, ops, dtype, device
         )
-        self.o_proj = Linear(self.q_size, hidden, config.o_bias, dtype, device)
+        self.o_proj = Linear(self.q_size, hidden, config.o_bias, ops, dtype, device)
         self.q_norm: RMSNorm | None = None
         self.k_norm: RMSNorm | None = None
         if config.qk_norm:
@@ -134,8 +136,8 @@ class MLP(nn.Module):
     def __init__(self, config: ModelConfig, ops: KernelOps, device: torch.device) -> None:
         super().__init__()
         size, inner, bias = config.hidden_size, config.intermediate_size, config.mlp_bias
-        self.gate_up_proj = Linear(size, 2 * inner, bias, config.dtype, device)
-        self.down_proj = Linear(inner, size, bias, config.dtype, device)
+        self.gate_up_proj = Linear(size, 2 * inner, bias, ops, config.dtype, device)
+        self.down_proj = Linear(inner, size, bias, ops, config.dtype, device)
         self.ops = ops
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
