@@ -122,7 +122,11 @@ def _attend_keys(
 
 # NOTE: arguments that vary from step to step are not specialized on (Triton would compile a
 # variant per divisibility by 16 or value 1), so a new batch shape compiles nothing mid-serving.
-@triton.jit(do_not_specialize=["num_seqs", "block_tables_stride"])
+@triton.jit(
+    do_not_specialize=["num_seqs", "block_tables_stride"],
+    # The tail of a batch (after its decodes) starts these at any row: no alignment variants.
+    do_not_specialize_on_alignment=["block_tables_ptr", "seq_lens_ptr", "query_start_loc_ptr"],
+)
 def _extend_kernel(
     q_ptr,
     k_cache_ptr,
