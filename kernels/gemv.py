@@ -47,7 +47,9 @@ class GemvConfig:
     """Triton's pipelining depth; the loop has no dot, so Triton 3.6 does not pipeline it
     (many resident programs keep the loads in flight instead)."""
     evict_first: bool = True
-    """Load weights with L2 evict-first priority (streamed once per step)."""
+    """Load weights with L2 evict-first priority (streamed once per step). Measured, its
+    effect depends on the tile: 8 x 1024 with 8 warps ran 11-24% slower with it, 2 x 1024 with
+    4 warps at 2 rows 2-10% faster, most others within 3%."""
 
 
 @triton.jit
@@ -119,21 +121,20 @@ def _gemv_kernel(
     _row_store(acc1, bias, out_ptrs + out_stride, feature_mask, ROWS > 1)
 
 
-# (rows, N, K) -> config where another config beat the generic one. Shapes are
-# Llama-3.1-8B's: qkv (6144, 4096), o (4096, 4096), gate_up (28672, 4096), down (4096, 14336),
-# lm_head (128256, 4096). Measured on the H100 with kernels/bench.py --only gemv --sweep: a
-# decode chain of calls replayed from a CUDA graph over rotating weights (BENCHMARKS.md).
-_TUNED: dict[tuple[int, int, int], GemvConfig] = {
-    (1, 4096, 14336): GemvConfig(block_n=16, block_k=1024, num_warps=8),
-    (2, 6144, 4096): GemvConfig(block_n=4, block_k=512, num_warps=4),
-    (2, 28672, 4096): GemvConfig(block_n=2, block_k=1024, num_warps=4),
-    (2, 128256, 4096): GemvConfig(block_n=2, block_k=1024, num_warps=4),
-}
-# Every other shape gets its row count's config: the fastest over the five shapes together
-# (at 1 and 2 rows the kernel beat cuBLAS at all five shapes, so unmeasured ones take it too).
+# Llama-3.1-8B's shapes: qkv (6144, 4096), o (4096, 4096), gate_up (28672, 4096), down
+# (4096, 14336), lm_head (128256, 4096). Measured on the H100 with kernels/bench.py --only gemv
+# --sweep (twice; a decode chain of calls replayed from a CUDA graph over rotating weights), the
+# kernel beat cuBLAS at all five shapes at 1 and 2 rows (BENCHMARKS.md), so every shape takes
+# the GEMV, with its row count's config: the fastest over the five shapes together, except
+# where another config was faster by more than the run-to-run spread (~0.5 us):
 _GENERIC: dict[int, GemvConfig] = {
+    # qkv 18.2 us (cuBLAS 20.3), o 13.5 (15.5), gate_up 76.9 (82.3), lm_head 332.6 (373.0)
     1: GemvConfig(block_n=8, block_k=1024, num_warps=8, evict_first=False),
-    2: GemvConfig(block_n=8, block_k=512, num_warps=4),
+    # qkv 19.2 (21.0), o 13.5 (15.5), gate_up 78.4 (81.8), down 41.1 (43.9), lm_head 335.8 (373.6)
+    2: GemvConfig(block_n=2, block_k=1024, num_warps=4),
+}
+_TUNED: dict[tuple[int, int, int], GemvConfig] = {
+    (1, 4096, 14336): GemvConfig(block_n=16, block_k=1024, num_warps=8),  # down 41.2 (43.6)
 }
 
 
@@ -145,8 +146,8 @@ def choose_config(num_rows: int, n: int, k: int) -> GemvConfig | None:
 
 
 def serves(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> bool:
-    """Whether the dispatcher should send this projection here: a tuned dtype, a layout the
-    kernel reads, and a shape where it measured faster than cuBLAS. Reads metadata only."""
+    """Whether the dispatcher should send this projection here: at most MAX_ROWS rows, a tuned
+    dtype and a layout the kernel reads. Reads metadata only (no device sync)."""
     return (
         x.dim() == 2
         and weight.dim() == 2

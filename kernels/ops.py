@@ -145,8 +145,8 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     """x @ weight.T (+ bias): the Triton GEMV for decode-sized CUDA batches, torch otherwise.
 
     The choice reads shapes, dtypes and layouts only (no device sync), so a captured CUDA graph
-    replays the same kernel every time. Larger batches, float32, and the shapes where cuBLAS
-    measured faster (gemv.choose_config returns None) go to torch's matmul.
+    replays the same kernel every time. More than gemv.MAX_ROWS rows (where cuBLAS measured
+    faster), float32 and layouts the kernel does not read go to torch's matmul.
     """
     if x.is_cuda:
         from llmservice.kernels import gemv
