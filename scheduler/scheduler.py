@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from llmservice.kvcache import KVCacheManager
+from llmservice.kvcache import BlockHash, KVCacheManager
 from llmservice.scheduler.config import SchedulerConfig
 from llmservice.scheduler.headroom import Headroom
 from llmservice.scheduler.output import ScheduledChunk, SchedulerOutput, SchedulerStats, new_chunk
@@ -58,6 +58,8 @@ class Scheduler:
         self._finished_ids: list[str] = []
         self._num_preemptions_total = 0
         self._headroom = Headroom(config.headroom)
+        # First prompt block hash -> the admitted request computing it (not cached yet).
+        self._uncached_first_blocks: dict[BlockHash, str] = {}
 
     def add_request(self, request: Request) -> None:
         """Queue a new request; ValueError if it can never run."""
@@ -160,6 +162,8 @@ class Scheduler:
                     continue
                 end = chunk.num_computed_tokens + chunk.num_new_tokens
                 kv.cache_computed_blocks(request, end)
+                if self._uncached_first_blocks and chunk.num_computed_tokens < kv.block_size <= end:
+                    self._forget_leader(request)  # its first block is cached now
                 if not chunk.samples:
                     continue
                 if request.num_tokens != end:
@@ -252,6 +256,8 @@ class Scheduler:
         while self.waiting and budget > 0 and len(self.running) < self.config.max_num_seqs:
             request = self.waiting.peek()
             prefix = kv.find_cached_prefix(request)
+            if not prefix.blocks and self._prefix_being_computed(request):
+                break  # its prefix will be cached in a step or two: no computing it twice
             num_new = min(request.num_tokens - prefix.num_tokens, budget)
             if not kv.can_allocate(request, num_new, prefix):
                 break  # the head waits for blocks; nobody overtakes it
@@ -265,6 +271,8 @@ class Scheduler:
             if block_ids is None:
                 break
             reserved += own
+            if not prefix.blocks and request.block_hashes:
+                self._uncached_first_blocks.setdefault(request.block_hashes[0], request.request_id)
             self.waiting.pop()
             if request.num_preemptions == 0:
                 request.num_cached_tokens = prefix.num_tokens
@@ -274,6 +282,34 @@ class Scheduler:
             chunks[request.request_id] = self._chunk(request, num_new, block_ids)
             budget -= num_new
         return budget
+
+    def _prefix_being_computed(self, request: Request) -> bool:
+        """Whether a running request is computing the first prompt block this one starts with
+        (admitted in this step or the last ones, so the block is not cached yet).
+
+        Requests that share a prompt prefix and arrive together would otherwise each compute
+        it (W4: 8 copies of a 2048-token prefix in its first step); waiting for the first one
+        turns the others' prefixes into cache hits. Entries of leaders that stopped running
+        are dropped here; `find_cached_prefix` finds the block once the leader cached it.
+        """
+        if not request.block_hashes:  # no full block to share (or prefix caching off)
+            return False
+        first = request.block_hashes[0]
+        leader_id = self._uncached_first_blocks.get(first)
+        if leader_id is None:
+            return False
+        leader = self._requests.get(leader_id)
+        if leader is None or leader.status is not _RUNNING:
+            del self._uncached_first_blocks[first]
+            return False
+        return True
+
+    def _forget_leader(self, request: Request) -> None:
+        """The request's first block is cached now (or never will be): nobody waits for it."""
+        if request.block_hashes:
+            first = request.block_hashes[0]
+            if self._uncached_first_blocks.get(first) == request.request_id:
+                del self._uncached_first_blocks[first]
 
     def _future_blocks(self, request: Request, allocated_end: int) -> int:
         """Blocks the request will still need past the blocks of its first `allocated_end`
@@ -312,6 +348,7 @@ class Scheduler:
         chunk = chunks.pop(request.request_id, None)
         self.kv_cache.free(request.request_id)
         request.status = RequestStatus.PREEMPTED
+        self._forget_leader(request)
         request.num_computed_tokens = 0
         request.num_output_placeholders = 0  # the in-flight token is dropped, sampled again
         request.num_preemptions += 1
@@ -333,6 +370,7 @@ class Scheduler:
     def _finish(self, request: Request, status: RequestStatus) -> None:
         """Release a request (the caller takes it out of `running` or `waiting`)."""
         request.status = status
+        self._forget_leader(request)
         self.kv_cache.free(request.request_id)
         del self._requests[request.request_id]
         self._finished_ids.append(request.request_id)
