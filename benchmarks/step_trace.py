@@ -7,8 +7,9 @@ waited for. With the overlapped loop a call launches step N+1 and then waits for
 steady state the wall time of a call is the device time of step N; the first call of the run
 launches without waiting and counts as "launch only". Kinds:
 
-- decode-graph: every sequence has one new token and a CUDA graph serves the batch;
-- decode-eager: one new token each, but the batch has no graph (too large, or cascade);
+- decode: every sequence has one new token and the batch is within the CUDA-graph ladder (a
+  graph runs it, unless cascade attention does, eagerly);
+- decode-eager: one new token each, but the batch is larger than the largest graph;
 - mixed: prefill chunks and decodes together; prefill: prefill chunks only.
 
 Prints one table (steps, seconds, mean sequences and tokens per step, ms per step) and the sum,
@@ -44,7 +45,7 @@ def step_kind(output: SchedulerOutput, graph_max: int) -> str:
     """The kind of a scheduled step (see the module docstring)."""
     decodes = sum(1 for chunk in output.chunks if chunk.num_new_tokens == 1)
     if decodes == len(output.chunks):
-        return "decode-graph" if len(output.chunks) <= graph_max else "decode-eager"
+        return "decode" if len(output.chunks) <= graph_max else "decode-eager"
     return "mixed" if decodes else "prefill"
 
 

@@ -160,7 +160,7 @@ def test_dispatcher_splits_leading_decodes_off_a_mixed_batch_on_the_gpu(
 ) -> None:
     """Decodes first, then prefill chunks (as the runner lays them out): decode + extend kernel."""
     query_lens = [1] * num_decodes + [300, 7, 1][: 4 - num_decodes]
-    batch = gpu_batch(cuda, [700, 33, 1024, 600][: len(query_lens)], query_lens)
+    batch = gpu_batch(cuda, [700, 333, 1024, 600], query_lens)  # 1 <= query_len <= seq_len
     args = batch.attention_args(scale=128**-0.5)
     out = ops.paged_attention(*args, batch.poisoned_out(), num_decodes=num_decodes)
     assert_relative_error(out, reference.paged_attention(*args), GPU_TOLERANCE)
