@@ -157,26 +157,46 @@ def _decode_merge_kernel(
     num_heads,
     num_parts,
     HEAD_DIM: tl.constexpr,
-    PARTS_PAD: tl.constexpr,  # num_parts rounded up to a power of two
+    PARTS_BLOCK: tl.constexpr,  # entries per loop iteration
 ):
     seq = tl.program_id(0)
     head = tl.program_id(1)
-    offs_p = tl.arange(0, PARTS_PAD)
     offs_d = tl.arange(0, HEAD_DIM)
-    part = (seq * num_heads + head) * num_parts + offs_p
-    lse = tl.load(part_lse_ptr + part, mask=offs_p < num_parts, other=float("-inf"))
-    # Empty entries (LSE -inf) hold no output: mask them out, never multiply by them.
-    valid = lse > float("-inf")
-    weight = tl.where(valid, tl.exp2(lse - tl.max(lse, 0)), 0.0)
-    parts = tl.load(
-        part_out_ptr + part[:, None] * HEAD_DIM + offs_d[None, :], mask=valid[:, None], other=0.0
-    )
-    acc = tl.sum(parts * weight[:, None], 0) / tl.sum(weight, 0)
+    first = (seq * num_heads + head) * num_parts
+    # NOTE: a loop over blocks of entries rather than one block of num_parts rounded up to a
+    # power of two: the entry count varies per step (cascade adds prefix pieces to the splits),
+    # and a block size per count compiled a new kernel in the middle of serving.
+    m = tl.full([PARTS_BLOCK], float("-inf"), tl.float32)
+    for p0 in range(0, num_parts, PARTS_BLOCK):  # pass 1: the largest LSE
+        offs_p = p0 + tl.arange(0, PARTS_BLOCK)
+        lse = tl.load(part_lse_ptr + first + offs_p, mask=offs_p < num_parts, other=float("-inf"))
+        m = tl.maximum(m, lse)
+    m_max = tl.max(m, 0)  # finite: every (sequence, head) has a non-empty entry
+    acc = tl.zeros([HEAD_DIM], tl.float32)
+    weights = tl.zeros([PARTS_BLOCK], tl.float32)
+    for p0 in range(0, num_parts, PARTS_BLOCK):  # pass 2: the weighted sum
+        offs_p = p0 + tl.arange(0, PARTS_BLOCK)
+        lse = tl.load(part_lse_ptr + first + offs_p, mask=offs_p < num_parts, other=float("-inf"))
+        # Empty entries (LSE -inf) hold no output: mask them out, never multiply by them.
+        valid = lse > float("-inf")
+        weight = tl.where(valid, tl.exp2(lse - m_max), 0.0)
+        parts = tl.load(
+            part_out_ptr + (first + offs_p)[:, None] * HEAD_DIM + offs_d[None, :],
+            mask=valid[:, None],
+            other=0.0,
+        )
+        acc += tl.sum(parts * weight[:, None], 0)
+        weights += weight
+    acc = acc / tl.sum(weights, 0)
     token = tl.load(query_start_loc_ptr + seq)
     tl.store(
         out_ptr + token * out_stride_t + head * out_stride_h + offs_d,
         acc.to(out_ptr.dtype.element_ty),
     )
+
+
+# Entries the merge kernel reads per loop iteration (most steps have fewer: one iteration).
+MERGE_PARTS_BLOCK = 16
 
 
 def choose_num_splits(
@@ -283,7 +303,7 @@ def launch_merge_kernel(
         num_heads,
         num_parts,
         HEAD_DIM=head_dim,
-        PARTS_PAD=next_power_of_2(num_parts),
+        PARTS_BLOCK=MERGE_PARTS_BLOCK,
         num_warps=4,
     )
 

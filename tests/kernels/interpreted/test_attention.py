@@ -140,3 +140,33 @@ def test_extend_kernel_on_the_tail_of_a_batch(assert_relative_error: CheckFn) ->
     expected = reference.paged_attention(*args)
     assert torch.isnan(out[:num_decodes]).all()  # the decodes' rows are left alone
     assert_relative_error(out[num_decodes:], expected[num_decodes:], TOLERANCE[torch.float32])
+
+
+def test_decode_merge_of_more_splits_than_one_merge_iteration(
+    assert_relative_error: CheckFn,
+) -> None:
+    """20 splits of 16 tokens: the merge kernel folds them in two iterations of 16 entries."""
+    batch = make_paged_batch(
+        [290, 1, 70],
+        [1, 1, 1],
+        num_heads=8,
+        num_kv_heads=2,
+        head_dim=32,
+        block_size=16,
+        dtype=torch.float32,
+        extra_table_columns=1,
+    )
+    args = batch.attention_args(scale=32**-0.5)
+    out = decode_attention.paged_attention(
+        *args,
+        batch.poisoned_out(),
+        num_splits=20,
+        config=decode_attention.DecodeConfig(block_n=16),
+    )
+    assert (
+        decode_attention.plan_splits(
+            3, 2, 20 * 16, torch.device("cpu"), decode_attention.DecodeConfig(block_n=16), 20
+        )[0]
+        > decode_attention.MERGE_PARTS_BLOCK
+    )
+    assert_relative_error(out, reference.paged_attention(*args), TOLERANCE[torch.float32])
