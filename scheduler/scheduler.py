@@ -259,6 +259,7 @@ class Scheduler:
             if not prefix.blocks and self._prefix_being_computed(request):
                 break  # its prefix will be cached in a step or two: no computing it twice
             num_new = min(request.num_tokens - prefix.num_tokens, budget)
+            # The prompt's own blocks first: a cheap test before the O(running) headroom sum.
             if not kv.can_allocate(request, num_new, prefix):
                 break  # the head waits for blocks; nobody overtakes it
             if reserved is None:
