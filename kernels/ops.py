@@ -69,10 +69,17 @@ def paged_attention(
         query[:d], k_cache, v_cache, block_tables[:d], seq_lens[:d], query_start_loc[: d + 1],
         scale, out[:d],
     )  # fmt: skip
-    # The extend kernel indexes query and out by query_start_loc, which keeps its offsets.
-    return extend_attention.paged_attention(
-        query, k_cache, v_cache, block_tables[d:], seq_lens[d:], query_start_loc[d:], scale, out
+    # The extend kernel indexes query and out by query_start_loc, which keeps its offsets. Its
+    # tiles follow the tail alone: counting the decodes' tokens would give short chunks behind
+    # many decodes the prefill-heavy tiles.
+    num_tokens = query.shape[0]
+    config = extend_attention.default_config(
+        query.shape[2], query.device, num_tokens - d, num_seqs - d
     )
+    return extend_attention.paged_attention(
+        query, k_cache, v_cache, block_tables[d:], seq_lens[d:], query_start_loc[d:], scale, out,
+        config=config,
+    )  # fmt: skip
 
 
 def cascade_attention(

@@ -164,3 +164,28 @@ def test_dispatcher_splits_leading_decodes_off_a_mixed_batch_on_the_gpu(
     args = batch.attention_args(scale=128**-0.5)
     out = ops.paged_attention(*args, batch.poisoned_out(), num_decodes=num_decodes)
     assert_relative_error(out, reference.paged_attention(*args), GPU_TOLERANCE)
+
+
+@pytest.mark.gpu
+def test_the_tail_of_a_mixed_batch_gets_tiles_for_its_own_shape(
+    cuda: torch.device, assert_relative_error: CheckFn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """200 decodes then three 16-token chunks: the chunks get the decode-heavy (128-row) tiles;
+    counting the decodes' tokens would have picked the 256-row prefill tiles."""
+    from llmservice.kernels import extend_attention
+
+    configs: list[extend_attention.ExtendConfig | None] = []
+    original = extend_attention.paged_attention
+
+    def recording(
+        *args: object, config: extend_attention.ExtendConfig | None = None
+    ) -> torch.Tensor:
+        configs.append(config)
+        return original(*args, config=config)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(extend_attention, "paged_attention", recording)
+    batch = gpu_batch(cuda, [40] * 200 + [40, 40, 40], [1] * 200 + [16, 16, 16])
+    args = batch.attention_args(scale=128**-0.5)
+    out = ops.paged_attention(*args, batch.poisoned_out(), num_decodes=200)
+    assert [c.block_m if c else None for c in configs] == [128]
+    assert_relative_error(out, reference.paged_attention(*args), GPU_TOLERANCE)
