@@ -194,12 +194,14 @@ def bench_cascade(
 
         return rates
 
+    prefix = torch.tensor([prefix_blocks, 0], dtype=torch.int32, device=device)
+
     def cascade(*args: Any, config: cascade_attention.CascadeConfig) -> torch.Tensor:
         # args: the 7 attention arguments, then `out` when timed
         query, k_cache, v_cache, block_tables, seq_lens, query_start_loc, scale, *out = args
         return cascade_attention.cascade_attention(
             query, k_cache, v_cache, block_tables, seq_lens, query_start_loc, scale,
-            prefix_blocks, *out, config=config,
+            prefix, *out, config=config,
         )  # fmt: skip
 
     name = f"{num_seqs} x ({prefix_tokens} shared + {low}..{high} own)"

@@ -12,11 +12,14 @@ they are read once per step for all sequences:
    context start on: its own suffix, or everything for a sequence that does not share.
 3. The decode merge kernel combines the split entries and the prefix entries by their LSE.
 
-The shared prefix is `block_tables[prefix_row, :prefix_blocks]`. Which sequences share it is
-decided on the device (their first `prefix_blocks` table entries equal the prefix row's and
-their context goes past the prefix), so a caller's wrong guess costs speed, never correctness,
-and the host needs no sync. Three launches instead of one or two: worth it when many sequences
-share a long prefix (the runner's policy: model_inputs.py).
+The shared prefix is `block_tables[prefix_row, :prefix_blocks]`, and both numbers are read from
+a device tensor, so one CUDA graph serves every prefix (the runner replays captured cascade
+steps with each step's values). Which sequences share it is decided on the device (their first
+`prefix_blocks` table entries equal the prefix row's and their context goes past the prefix), so
+a caller's wrong guess costs speed, never correctness, and the host needs no sync. The launch
+grid depends on shapes alone: the prefix is cut into a fixed number of pieces whose length the
+kernel derives from the prefix length (pieces past it are empty). Three launches instead of one
+or two: worth it when many sequences share a long prefix (the runner's policy: model_inputs.py).
 """
 
 # mypy: disable-error-code="no-untyped-def,untyped-decorator"
@@ -41,7 +44,7 @@ from llmservice.kernels.decode_attention import (
 # The extend kernel's inner loop (online softmax over a run of one table's keys) serves the
 # prefix kernel unchanged: its rows are queries of many sequences instead of one.
 from llmservice.kernels.extend_attention import ExtendConfig, _attend_keys
-from llmservice.kernels.reference import check_cascade_args
+from llmservice.kernels.reference import check_cascade_prefix
 from llmservice.kernels.triton_utils import (
     LOG2E,
     cdiv,
@@ -87,9 +90,8 @@ def default_config(device: torch.device) -> CascadeConfig:
 @triton.jit(
     do_not_specialize=[
         "num_seqs",
-        "prefix_row",
-        "prefix_blocks",
-        "tokens_per_split",
+        "max_prefix_blocks",
+        "min_piece_tokens",
         "first_part",
         "num_parts",
         "block_tables_stride",
@@ -105,12 +107,12 @@ def _prefix_kernel(
     context_starts_ptr,  # (num_seqs,) int32, written: prefix length where a sequence shares, else 0
     part_out_ptr,  # (num_seqs, num_heads, num_parts, head_dim) float32
     part_lse_ptr,  # (num_seqs, num_heads, num_parts) float32, log2 domain; -inf = empty
+    prefix_ptr,  # (2,) int32: prefix_blocks, then the row whose first blocks are the prefix
     qk_scale,  # softmax scale * log2(e)
     num_seqs,
     num_heads,
-    prefix_row,  # the table row whose first prefix_blocks entries are the shared prefix
-    prefix_blocks,
-    tokens_per_split,  # prefix tokens per program along grid axis 2, a multiple of BLOCK_N
+    max_prefix_blocks,  # the table width: prefix_blocks is clamped to [0, this]
+    min_piece_tokens,  # a multiple of BLOCK_N: the shortest piece worth a program
     first_part,  # entry of prefix piece 0 (the split kernel's entries come first)
     num_parts,
     q_stride_t,
@@ -137,11 +139,18 @@ def _prefix_kernel(
     group_idx = offs_m % GROUP_PAD
     head = kv_head * GROUP + group_idx
     in_batch = seq < num_seqs
+    # Clamped, so any values stay inside the tables (the runner checks them on the host).
+    prefix_blocks = tl.minimum(tl.maximum(tl.load(prefix_ptr), 0), max_prefix_blocks)
+    prefix_row = tl.minimum(tl.maximum(tl.load(prefix_ptr + 1), 0), num_seqs - 1)
     prefix_len = prefix_blocks * BLOCK_SIZE
+    # Grid axis 2 cuts the prefix into equal runs of whole BLOCK_N tiles, none shorter than
+    # min_piece_tokens; the pieces past the prefix are empty.
+    piece = tl.cdiv(tl.cdiv(prefix_len, tl.num_programs(2)), BLOCK_N) * BLOCK_N
+    tokens_per_split = tl.maximum(piece, min_piece_tokens)
 
     # A sequence shares when its table starts with the prefix row's blocks and its context
     # goes past them (its new token's key is its own).
-    prefix_table = block_tables_ptr + prefix_row * block_tables_stride
+    prefix_table = block_tables_ptr + prefix_row.to(tl.int64) * block_tables_stride
     rows = block_tables_ptr + seq.to(tl.int64) * block_tables_stride  # (BLOCK_M,)
     mismatches = tl.zeros([BLOCK_M], tl.int32)
     for c0 in range(0, prefix_blocks, COMPARE_BLOCKS):
@@ -197,20 +206,18 @@ def _prefix_kernel(
     )
 
 
-def plan_prefix_splits(
-    row_tiles: int, num_kv_heads: int, prefix_len: int, device: torch.device, config: CascadeConfig
-) -> tuple[int, int]:
-    """(pieces, tokens_per_piece) of the prefix so the prefix grid fills the GPU, from shapes."""
+def plan_prefix_pieces(
+    row_tiles: int,
+    num_kv_heads: int,
+    max_prefix_len: int,
+    device: torch.device,
+    config: CascadeConfig,
+) -> int:
+    """How many pieces the prefix grid cuts a prefix of up to `max_prefix_len` tokens into, so
+    it fills the GPU, from shapes alone (a captured graph serves every prefix length)."""  # fmt: skip
     wanted = cdiv(num_sms(device) * config.programs_per_sm, row_tiles * num_kv_heads)
-    most = max(1, prefix_len // config.min_piece_tokens)
-    return piece_size(prefix_len, max(1, min(wanted, most)), config.tiles.block_n)
-
-
-def piece_size(prefix_len: int, pieces: int, block_n: int) -> tuple[int, int]:
-    """(pieces, tokens_per_piece): at most `pieces` runs of whole BLOCK_N tiles covering the
-    prefix (rounding up may leave fewer)."""
-    tokens = cdiv(cdiv(prefix_len, pieces), block_n) * block_n
-    return cdiv(prefix_len, tokens), tokens
+    most = max(1, max_prefix_len // config.min_piece_tokens)
+    return max(1, min(wanted, most))
 
 
 def cascade_attention(
@@ -221,23 +228,23 @@ def cascade_attention(
     seq_lens: torch.Tensor,  # (num_seqs,) int32, including the new token
     query_start_loc: torch.Tensor,  # (num_seqs + 1,) int32
     scale: float,
-    prefix_blocks: int,
+    prefix: torch.Tensor,  # (2,) int32 on the query's device: prefix_blocks, prefix_row
     out: torch.Tensor | None = None,
     *,
-    prefix_row: int = 0,
     num_splits: int | None = None,
     prefix_splits: int | None = None,
     config: CascadeConfig | None = None,
 ) -> torch.Tensor:
     """reference.cascade_attention on the GPU: the shared prefix is read once per KV head tile.
 
+    `prefix`'s values are not read on the host (no sync); out-of-range values are clamped.
     `num_splits` (suffix splits), `prefix_splits` (prefix pieces) and `config` are for tests and
     tuning; by default they are chosen from the shapes.
     """
     check_paged_attention_args(
         query, k_cache, v_cache, block_tables, seq_lens, query_start_loc, out
     )
-    check_cascade_args(query, block_tables, prefix_blocks, prefix_row)
+    check_cascade_prefix(query, block_tables, prefix)
     config = config or default_config(query.device)
     num_seqs, num_heads, head_dim = query.shape
     _, block_size, num_kv_heads, _ = k_cache.shape
@@ -246,18 +253,20 @@ def cascade_attention(
     tiles = config.tiles
     if tiles.block_m % group_pad:
         raise ValueError(f"block_m {tiles.block_m} cannot hold {group_pad} heads per sequence")
+    if config.min_piece_tokens % tiles.block_n:
+        raise ValueError(
+            f"min_piece_tokens {config.min_piece_tokens} is not a multiple of block_n "
+            f"{tiles.block_n}"
+        )
     if out is None:
         out = torch.empty_like(query)
     device = query.device
-    prefix_len = prefix_blocks * block_size
+    width = block_tables.shape[1]
+    max_context = width * block_size
     row_tiles = cdiv(num_seqs * group_pad, tiles.block_m)
-    if prefix_splits is None:
-        pieces, piece_tokens = plan_prefix_splits(
-            row_tiles, num_kv_heads, prefix_len, device, config
-        )
-    else:
-        pieces, piece_tokens = piece_size(prefix_len, prefix_splits, tiles.block_n)
-    max_context = block_tables.shape[1] * block_size
+    pieces = prefix_splits or plan_prefix_pieces(
+        row_tiles, num_kv_heads, max_context, device, config
+    )
     splits, tokens_per_split = plan_splits(
         num_seqs, num_kv_heads, max_context, device, config.decode, num_splits
     )
@@ -272,12 +281,12 @@ def cascade_attention(
         query_start_loc,
         context_starts,
         *parts,
+        prefix,
         scale * LOG2E,
         num_seqs,
         num_heads,
-        prefix_row,
-        prefix_blocks,
-        piece_tokens,
+        width,
+        config.min_piece_tokens,
         splits,
         splits + pieces,
         query.stride(0),

@@ -90,19 +90,17 @@ def cascade_attention(
     seq_lens: torch.Tensor,
     query_start_loc: torch.Tensor,
     scale: float,
-    prefix_blocks: int,
+    prefix: torch.Tensor,
     out: torch.Tensor | None = None,
-    *,
-    prefix_row: int = 0,
 ) -> torch.Tensor:
-    """Decode attention reading `block_tables[prefix_row, :prefix_blocks]` once for every
-    sequence that starts with them (see reference.cascade_attention)."""
-    args = (query, k_cache, v_cache, block_tables, seq_lens, query_start_loc, scale)
+    """Decode attention reading `block_tables[prefix_row, :prefix_blocks]` (`prefix` holds the
+    two) once for every sequence that starts with them (see reference.cascade_attention)."""
+    args = (query, k_cache, v_cache, block_tables, seq_lens, query_start_loc, scale, prefix, out)
     if not query.is_cuda:
-        return reference.cascade_attention(*args, prefix_blocks, out, prefix_row=prefix_row)
+        return reference.cascade_attention(*args)
     from llmservice.kernels import cascade_attention as cascade
 
-    return cascade.cascade_attention(*args, prefix_blocks, out, prefix_row=prefix_row)
+    return cascade.cascade_attention(*args)
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:

@@ -100,20 +100,22 @@ def cascade_attention(
     seq_lens: torch.Tensor,  # (num_seqs,) int32: context length including the new token
     query_start_loc: torch.Tensor,  # (num_seqs + 1,) int32
     scale: float,
-    prefix_blocks: int,
+    prefix: torch.Tensor,  # (2,) int32 on the query's device: prefix_blocks, prefix_row
     out: torch.Tensor | None = None,  # (num_seqs, num_heads, head_dim)
-    *,
-    prefix_row: int = 0,
 ) -> torch.Tensor:
     """paged_attention of a decode batch whose sequences share prefix blocks (cascade attention).
 
-    The shared prefix is `block_tables[prefix_row, :prefix_blocks]`. A fast implementation
-    reads it once for every sequence whose table starts with those blocks and whose context
+    The shared prefix is `block_tables[prefix_row, :prefix_blocks]`; the two numbers come as a
+    device tensor so a captured CUDA graph can replay any prefix. A fast implementation reads
+    the prefix once for every sequence whose table starts with those blocks and whose context
     goes past them, and each sequence's other keys on their own; the result is the same
-    function as paged_attention, which is what this reference computes.
+    function as paged_attention, which is what this reference computes (after checking the
+    prefix's values, which the fast path cannot do without a device sync).
     """
     check_attention_shapes(query, k_cache, v_cache, block_tables, seq_lens, query_start_loc, out)
-    check_cascade_args(query, block_tables, prefix_blocks, prefix_row)
+    check_cascade_prefix(query, block_tables, prefix)
+    prefix_blocks, prefix_row = (int(v) for v in prefix.tolist())
+    check_cascade_values(block_tables, prefix_blocks, prefix_row)
     return paged_attention(
         query, k_cache, v_cache, block_tables, seq_lens, query_start_loc, scale, out
     )
@@ -257,17 +259,27 @@ def check_attention_shapes(
         raise ValueError(f"out shape {tuple(out.shape)} != query shape {tuple(query.shape)}")
 
 
-def check_cascade_args(
-    query: torch.Tensor, block_tables: torch.Tensor, prefix_blocks: int, prefix_row: int
+def check_cascade_prefix(
+    query: torch.Tensor, block_tables: torch.Tensor, prefix: torch.Tensor
 ) -> None:
-    """Raises ValueError unless cascade_attention's own arguments fit the batch (host ints only:
-    which tables really share the prefix is read on the device)."""
-    num_seqs, width = block_tables.shape
+    """Raises ValueError unless the batch is one token per sequence and `prefix` is a (2,) int32
+    tensor on the query's device (its values are checked by check_cascade_values)."""
+    num_seqs = block_tables.shape[0]
     if query.shape[0] != num_seqs:
         raise ValueError(
             f"cascade attention needs one query token per sequence, got {query.shape[0]} "
             f"for {num_seqs}"
         )
+    if prefix.shape != (2,) or prefix.dtype != torch.int32 or prefix.device != query.device:
+        raise ValueError(
+            "prefix must be a (2,) int32 tensor (prefix_blocks, prefix_row) on the query's "
+            f"device, got {tuple(prefix.shape)} {prefix.dtype} on {prefix.device}"
+        )
+
+
+def check_cascade_values(block_tables: torch.Tensor, prefix_blocks: int, prefix_row: int) -> None:
+    """Raises ValueError unless the shared prefix is 1..width leading blocks of a batch row."""
+    num_seqs, width = block_tables.shape
     if not 1 <= prefix_blocks <= width:
         raise ValueError(
             f"prefix_blocks must be in [1, {width}] (table width), got {prefix_blocks}"

@@ -31,8 +31,7 @@ class AttentionMetadata:
     num_decodes: int = 0
     """The first sequences with one new token each (the runner orders decodes first), so a mixed
     batch can run them through the decode kernel; every sequence in a pure decode batch."""
-    cascade_prefix_blocks: int = 0
-    """Blocks shared at the start of the block tables of many sequences of a pure decode batch
-    (the prefix row's first blocks), read once for all of them; 0 = no cascade attention."""
-    cascade_prefix_row: int = 0
-    """The sequence whose first `cascade_prefix_blocks` table entries are the shared prefix."""
+    cascade_prefix: torch.Tensor | None = None
+    """(2,) int32 on the device: (prefix_blocks, prefix_row) of a pure decode batch whose
+    sequences share the prefix row's first prefix_blocks blocks, read once for all of them by
+    cascade attention; None = plain attention. A tensor, so a CUDA graph replays any prefix."""

@@ -47,10 +47,8 @@ class CascadeAttention(Protocol):
         seq_lens: Tensor,
         query_start_loc: Tensor,
         scale: float,
-        prefix_blocks: int,
+        prefix: Tensor,
         out: Tensor | None = None,
-        *,
-        prefix_row: int = 0,
     ) -> Tensor: ...
 
 
@@ -66,8 +64,8 @@ class KernelOps:
     """(query, k_cache, v_cache, block_tables, seq_lens, query_start_loc, scale) -> out; the
     keyword `num_decodes` marks leading one-token sequences (a hint, same result)."""
     cascade_attention: CascadeAttention
-    """paged_attention of a decode batch, reading shared prefix blocks once (+ prefix_blocks,
-    out, prefix_row)."""
+    """paged_attention of a decode batch, reading shared prefix blocks once (+ prefix: a (2,)
+    int32 device tensor of prefix_blocks and prefix_row, then out)."""
     rms_norm: Callable[[Tensor, Tensor, float], Tensor]
     """(x, weight, eps) -> normalised x."""
     fused_add_rms_norm: Callable[[Tensor, Tensor, Tensor, float], tuple[Tensor, Tensor]]

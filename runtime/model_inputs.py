@@ -98,8 +98,14 @@ class HostInputs:
                 max_query_len=self.max_query_len,
                 max_seq_len=int(self.seq_lens.max()),
                 num_decodes=self.num_decodes,
-                cascade_prefix_blocks=self.cascade_prefix_blocks,
-                cascade_prefix_row=self.cascade_prefix_row,
+                cascade_prefix=(
+                    to_device(
+                        np.array([self.cascade_prefix_blocks, self.cascade_prefix_row]),
+                        torch.int32,
+                    )
+                    if self.cascade_prefix_blocks > 0
+                    else None
+                ),
             ),
             logits_indices=to_device(self.logits_indices, torch.int64),
             sampled_request_ids=self.sampled_request_ids,

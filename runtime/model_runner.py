@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from llmservice.runtime import kv_cache
+from llmservice.runtime import kv_cache, model_inputs
 from llmservice.runtime.config import EngineConfig
 from llmservice.runtime.cuda_graphs import DecodeGraphs
 from llmservice.runtime.kernel_ops import get_kernel_ops
@@ -213,11 +213,11 @@ class ModelRunner:
         self, host: HostInputs, feed: tuple[torch.Tensor, torch.Tensor] | None = None
     ) -> torch.Tensor:
         num_seqs = len(host.seq_lens)
+        cascade = host.cascade_prefix_blocks > 0
         if (
             self.graphs is not None
             and host.is_pure_decode
-            and host.cascade_prefix_blocks == 0  # the graphs capture plain decode attention
-            and self.graphs.graph_size(num_seqs) is not None
+            and self.graphs.graph_size(num_seqs, cascade) is not None
         ):
             hidden = self.graphs.run(
                 host.input_ids,
@@ -226,6 +226,7 @@ class ModelRunner:
                 host.seq_lens,
                 host.block_tables,
                 feed,
+                (host.cascade_prefix_blocks, host.cascade_prefix_row) if cascade else None,
             )  # (num_seqs, hidden): every sequence samples
             return self.model.compute_logits(hidden)
         inputs = host.to_device(self.device)
@@ -246,12 +247,16 @@ class ModelRunner:
             self.config.model.max_model_len,
             self.block_size,
             self.device,
+            # The reference kernels read the prefix on the host, which a graph cannot replay.
+            cascade_min_seqs=model_inputs.CASCADE_POLICY.min_seqs
+            if self.ops.name != "reference"
+            else None,
         )
         self.graphs.capture()
         self.graph_capture_s = time.perf_counter() - start
         logger.info(
             "captured %d decode CUDA graphs (batch sizes up to %d) in %.1f s",
-            len(self.graphs.sizes),
+            len(self.graphs.sizes) + len(self.graphs.cascade_sizes),
             self.graphs.max_batch_size,
             self.graph_capture_s,
         )

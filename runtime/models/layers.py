@@ -113,9 +113,9 @@ class Attention(nn.Module):
         # (cached prefix and new tokens alike) from the cache.
         self.ops.write_kv_cache(k, v, k_cache, v_cache, meta.slot_mapping)
         args = (q, k_cache, v_cache, meta.block_tables, meta.seq_lens, meta.query_start_loc)
-        if meta.cascade_prefix_blocks > 0:
+        if meta.cascade_prefix is not None:
             out = self.ops.cascade_attention(
-                *args, self.scale, meta.cascade_prefix_blocks, prefix_row=meta.cascade_prefix_row
+                *args, self.scale, meta.cascade_prefix
             )  # (num_tokens, num_heads, head_dim)
         else:
             out = self.ops.paged_attention(*args, self.scale, num_decodes=meta.num_decodes)

@@ -49,6 +49,11 @@ def shared_prefix_batch(
     return batch
 
 
+def prefix(blocks: int, row: int = 0, device: torch.device | None = None) -> torch.Tensor:
+    """The (prefix_blocks, prefix_row) tensor cascade_attention reads."""
+    return torch.tensor([blocks, row], dtype=torch.int32, device=device)
+
+
 def small_batch() -> PagedBatch:
     return shared_prefix_batch(
         [40, 37, 50], [0, 1, 2], 2, num_heads=4, num_kv_heads=2, head_dim=16, dtype=torch.float32
@@ -59,8 +64,8 @@ def test_reference_and_dispatcher_on_the_cpu_compute_paged_attention() -> None:
     batch = small_batch()
     args = batch.attention_args(0.25)
     expected = reference.paged_attention(*args)
-    torch.testing.assert_close(reference.cascade_attention(*args, 2), expected)
-    torch.testing.assert_close(ops.cascade_attention(*args, 2, prefix_row=1), expected)
+    torch.testing.assert_close(reference.cascade_attention(*args, prefix(2)), expected)
+    torch.testing.assert_close(ops.cascade_attention(*args, prefix(2, row=1)), expected)
 
 
 @pytest.mark.parametrize(
@@ -77,7 +82,21 @@ def test_cascade_rejects_bad_prefix_arguments(
 ) -> None:
     args = small_batch().attention_args(0.25)
     with pytest.raises(ValueError, match=message):
-        reference.cascade_attention(*args, prefix_blocks, prefix_row=prefix_row)
+        reference.cascade_attention(*args, prefix(prefix_blocks, prefix_row))
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        torch.tensor([2, 0, 0], dtype=torch.int32),
+        torch.tensor([2, 0], dtype=torch.int64),
+        torch.tensor([[2, 0]], dtype=torch.int32),
+    ],
+)
+def test_cascade_rejects_a_malformed_prefix_tensor(bad: torch.Tensor) -> None:
+    args = small_batch().attention_args(0.25)
+    with pytest.raises(ValueError, match=r"prefix must be a \(2,\) int32 tensor"):
+        reference.cascade_attention(*args, bad)
 
 
 def test_cascade_rejects_more_than_one_token_per_sequence() -> None:
@@ -91,7 +110,7 @@ def test_cascade_rejects_more_than_one_token_per_sequence() -> None:
         dtype=torch.float32,
     )
     with pytest.raises(ValueError, match="one query token per sequence"):
-        reference.cascade_attention(*batch.attention_args(1.0), 1)
+        reference.cascade_attention(*batch.attention_args(1.0), prefix(1))
 
 
 @pytest.mark.gpu
@@ -129,7 +148,7 @@ def test_cascade_kernel_matches_reference_at_real_shapes(
         device=cuda,
     )
     args = batch.attention_args(head_dim**-0.5)
-    out = cascade_attention(*args, prefix_blocks, batch.poisoned_out(), prefix_row=sharing[0])
+    out = cascade_attention(*args, prefix(prefix_blocks, sharing[0], cuda), batch.poisoned_out())
     assert_relative_error(out, reference.paged_attention(*args), GPU_TOLERANCE)
 
 
@@ -148,7 +167,7 @@ def test_cascade_kernel_with_a_graph_width_table_and_many_splits(
         extra_table_columns=8000,
     )
     args = batch.attention_args(128**-0.5)
-    out = cascade_attention(*args, 128, batch.poisoned_out())
+    out = cascade_attention(*args, prefix(128, device=cuda), batch.poisoned_out())
     assert_relative_error(out, reference.paged_attention(*args), GPU_TOLERANCE)
     plain = ops.paged_attention(*args)  # the merge change must keep plain decode right
     assert_relative_error(plain, reference.paged_attention(*args), GPU_TOLERANCE)

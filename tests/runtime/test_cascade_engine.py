@@ -93,6 +93,9 @@ def test_cascade_steps_give_the_same_tokens_on_the_gpu(
     assert runner.ops.name == "triton" and runner.graphs is not None
     _compare(llm, calls, monkeypatch)
     assert runner.graphs.num_replays > 0  # the plain pass replayed graphs
+    # Batches of 8+ sharing sequences replayed cascade graphs; smaller ones ran eagerly.
+    assert runner.graphs.cascade_sizes == [8, 16]
+    assert runner.graphs.num_cascade_replays > 0
     llm.engine_core.scheduler.kv_cache.check_integrity()
     del llm
     gc.collect()

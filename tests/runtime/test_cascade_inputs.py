@@ -120,7 +120,8 @@ def test_prepare_host_inputs_marks_cascade_batches(monkeypatch: pytest.MonkeyPat
     host = prepare_host_inputs(chunks, requests, BS)
     assert (host.cascade_prefix_blocks, host.cascade_prefix_row) == (2, 0)
     meta = host.to_device(torch.device("cpu")).attn_metadata
-    assert (meta.cascade_prefix_blocks, meta.cascade_prefix_row) == (2, 0)
+    assert meta.cascade_prefix is not None and meta.cascade_prefix.tolist() == [2, 0]
+    assert meta.cascade_prefix.dtype == torch.int32
     # A mixed batch (a prefill chunk) never cascades.
     mixed = [ScheduledChunk("r0", 0, len(requests[0].prompt_token_ids), chunks[0].block_ids, True)]
     host = prepare_host_inputs([*mixed, *chunks[1:]], requests, BS)

@@ -77,9 +77,8 @@ def test_cascade_matches_reference(assert_relative_error: CheckFn, name: str) ->
     args = batch.attention_args(scale=case.head_dim**-0.5)
     out = cascade_attention.cascade_attention(
         *args,
-        case.prefix_blocks,
+        torch.tensor([case.prefix_blocks, case.prefix_row], dtype=torch.int32),
         batch.poisoned_out(),
-        prefix_row=case.prefix_row,
         num_splits=case.num_splits,
         prefix_splits=case.prefix_splits,
     )
@@ -91,5 +90,21 @@ def test_cascade_with_no_sharing_row_is_plain_attention(assert_relative_error: C
     case = Case([20, 32, 25], [0, 1, 2], 2, 4, 2)
     batch = shared_prefix_batch(case, seed=3)
     args = batch.attention_args(scale=0.2)
-    out = cascade_attention.cascade_attention(*args, 2, batch.poisoned_out())
+    prefix = torch.tensor([2, 0], dtype=torch.int32)
+    out = cascade_attention.cascade_attention(*args, prefix, batch.poisoned_out())
     assert_relative_error(out, reference.paged_attention(*args), TOLERANCE[torch.float32])
+
+
+def test_one_launch_shape_serves_every_prefix(assert_relative_error: CheckFn) -> None:
+    """A captured graph replays one grid with each step's prefix: the same call with prefixes of
+    1 to 4 blocks, any row, and out-of-range values (clamped into the table), stays right."""
+    case = Case([70, 66, 80, 75], [0, 1, 2, 3], 4, 4, 2)
+    batch = shared_prefix_batch(case, seed=11)
+    args = batch.attention_args(scale=0.25)
+    expected = reference.paged_attention(*args)
+    for blocks, row in [(1, 0), (2, 3), (4, 1), (3, 2), (0, 0), (99, 7), (-5, -2)]:
+        prefix = torch.tensor([blocks, row], dtype=torch.int32)
+        out = cascade_attention.cascade_attention(
+            *args, prefix, batch.poisoned_out(), num_splits=2, prefix_splits=3
+        )
+        assert_relative_error(out, expected, TOLERANCE[torch.float32])
