@@ -16,7 +16,9 @@ plain decode beats on these batches: the shared blocks stay in L2 between its se
 gemv: the decode projections of Llama-3.1-8B (qkv, o, gate_up, down, lm_head) at 1-4 rows, the
 Triton GEMV against cuBLAS (F.linear), each timed as one call among back-to-back calls replayed
 from a CUDA graph over rotating weight copies (L2 is 50 MB), checked against a float64 product;
-with `--sweep` every candidate launch config (compiled first in parallel worker processes).
+with `--sweep` every candidate launch config (compiled first in parallel worker processes); on
+Hopper the table's config also with PDL switched off (kernels/bench_chain.py times a whole
+decode step both ways).
 Every timed configuration is first checked against the reference. `--sweep` also times the
 launch configurations tried for tuning (head_dim 128 and 64; cascade tiles). `--only NAME`
 runs one group.
@@ -45,7 +47,9 @@ from llmservice.kernels import (
     gemv,
     reference,
 )
+from llmservice.kernels.bench_chain import pdl_switched
 from llmservice.kernels.paged_batch import PagedBatch, make_paged_batch
+from llmservice.kernels.triton_utils import use_pdl
 
 HBM_GBS = 3000.0  # measured device-to-device copy on the H100 (KINDS.md)
 PEAK_TFLOPS = 800.0  # measured bf16 matrix product on the H100 (KINDS.md)
@@ -305,7 +309,14 @@ def bench_gemv_shape(
             best = min(best, ms)
             figures = {"ms": ms, "rel_error": rel_error, "gb_per_s": nbytes / ms / 1e6}
             report(f"gemv {name}", config, **shape, **figures, vs_cublas=cublas / ms,
-                   table=config == chosen)  # fmt: skip
+                   table=config == chosen, pdl=use_pdl(device))  # fmt: skip
+        if chosen and use_pdl(device):
+            # The same chain without PDL: each call starts only after the previous drained.
+            with pdl_switched(False):
+                call = functools.partial(gemv.gemv, x, config=chosen)
+                ms = graph_ms_per_call(call, weights, calls)
+            report(f"gemv {name}", chosen, **shape, ms=ms, gb_per_s=nbytes / ms / 1e6,
+                   vs_cublas=cublas / ms, table=True, pdl=False)  # fmt: skip
         fastest[rows] = (cublas, best)
     return fastest
 

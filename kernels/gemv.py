@@ -24,7 +24,12 @@ import triton
 import triton.language as tl
 
 from llmservice.kernels.reference import check_gemv_args
-from llmservice.kernels.triton_utils import cdiv
+from llmservice.kernels.triton_utils import (
+    cdiv,
+    pdl_launch_dependents,
+    pdl_wait,
+    use_pdl,
+)
 
 MAX_ROWS = 2
 """The most rows of x one launch serves (they share each weight tile). A 4-row variant (four
@@ -66,6 +71,28 @@ def _row_dot(acc, w, x_row_ptr, lane_mask, ROW_VALID: tl.constexpr, MASKED: tl.c
 
 
 @triton.jit
+def _load_tile(w_ptrs, feature_mask, lane_mask, MASKED: tl.constexpr, EVICTION: tl.constexpr):
+    """One (BLOCK_N, BLOCK_K) weight tile in its storage dtype; masked lanes read as 0."""
+    if MASKED:
+        w_mask = feature_mask[:, None] & lane_mask[None, :]
+        w = tl.load(w_ptrs, mask=w_mask, other=0.0, eviction_policy=EVICTION)
+    else:
+        w = tl.load(w_ptrs, eviction_policy=EVICTION)
+    return w
+
+
+@triton.jit
+def _accumulate(
+    acc0, acc1, w, x_ptrs, x_stride, lane_mask, ROWS: tl.constexpr, MASKED_K: tl.constexpr
+):
+    """Both rows' accumulators += the weight tile times their slice of x."""
+    w = w.to(tl.float32)
+    acc0 = _row_dot(acc0, w, x_ptrs, lane_mask, True, MASKED_K)
+    acc1 = _row_dot(acc1, w, x_ptrs + x_stride, lane_mask, ROWS > 1, MASKED_K)
+    return acc0, acc1
+
+
+@triton.jit
 def _row_store(acc, bias, out_row_ptr, feature_mask, ROW_VALID: tl.constexpr):
     if ROW_VALID:
         result = tl.sum(acc, axis=1) + bias  # (BLOCK_N,)
@@ -89,30 +116,32 @@ def _gemv_kernel(
     EVEN_K: tl.constexpr,  # K % BLOCK_K == 0: no reduction mask
     HAS_BIAS: tl.constexpr,
     EVICTION: tl.constexpr,  # the weight loads' eviction policy ("" = default)
+    PDL: tl.constexpr,  # launched with programmatic dependent launch (triton_utils)
 ):
     # NOTE: one 2-D accumulator per row rather than a (ROWS, BLOCK_N, BLOCK_K) tensor: in 3-D,
     # Triton lays the product out apart from the weight tile and moves every tile through
     # shared memory; in 2-D the tile is multiplied where it was loaded.
+    pdl_launch_dependents(PDL)
     features = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)  # (BLOCK_N,)
     lanes = tl.arange(0, BLOCK_K)  # (BLOCK_K,)
     feature_mask = features < N
+    masked = not (EVEN_K and EVEN_N)
     # int64 row offsets: N * K passes 2**31 for large vocabularies.
     w_ptrs = w_ptr + features.to(tl.int64)[:, None] * K + lanes[None, :]  # (BLOCK_N, BLOCK_K)
     x_ptrs = x_ptr + lanes  # row 0, (BLOCK_K,)
+    # The weights depend on no earlier kernel: the first tile streams in while the kernel that
+    # writes x is still draining. x is read only after the wait.
+    w = _load_tile(w_ptrs, feature_mask, lanes < K, masked, EVICTION)  # (BLOCK_N, BLOCK_K)
+    pdl_wait(PDL)
     acc0 = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
     acc1 = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
-    for start in range(0, K, BLOCK_K):
-        lane_mask = start + lanes < K
-        if EVEN_K and EVEN_N:
-            w = tl.load(w_ptrs, eviction_policy=EVICTION)
-        else:
-            w_mask = feature_mask[:, None] & lane_mask[None, :]
-            w = tl.load(w_ptrs, mask=w_mask, other=0.0, eviction_policy=EVICTION)
-        w = w.to(tl.float32)
-        acc0 = _row_dot(acc0, w, x_ptrs, lane_mask, True, not EVEN_K)
-        acc1 = _row_dot(acc1, w, x_ptrs + x_stride, lane_mask, ROWS > 1, not EVEN_K)
+    acc0, acc1 = _accumulate(acc0, acc1, w, x_ptrs, x_stride, lanes < K, ROWS, not EVEN_K)
+    for start in range(BLOCK_K, K, BLOCK_K):
         x_ptrs += BLOCK_K
         w_ptrs += BLOCK_K
+        lane_mask = start + lanes < K
+        w = _load_tile(w_ptrs, feature_mask, lane_mask, masked, EVICTION)
+        acc0, acc1 = _accumulate(acc0, acc1, w, x_ptrs, x_stride, lane_mask, ROWS, not EVEN_K)
     bias = tl.zeros((BLOCK_N,), dtype=tl.float32)
     if HAS_BIAS:
         bias = tl.load(bias_ptr + features, mask=feature_mask, other=0.0).to(tl.float32)
@@ -187,6 +216,7 @@ def gemv(
         return out
     if config is None:
         config = _TUNED.get((num_rows, n, k), _GENERIC[num_rows])
+    pdl = use_pdl(x.device)
     _gemv_kernel[(cdiv(n, config.block_n),)](
         x,
         weight,
@@ -203,7 +233,9 @@ def gemv(
         EVEN_K=k % config.block_k == 0,
         HAS_BIAS=bias is not None,
         EVICTION="evict_first" if config.evict_first else "",
+        PDL=pdl,
         num_warps=config.num_warps,
         num_stages=config.num_stages,
+        launch_pdl=pdl,
     )
     return out

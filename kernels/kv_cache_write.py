@@ -12,8 +12,11 @@ import triton.language as tl
 from llmservice.kernels.reference import check_kv_write_shapes
 from llmservice.kernels.triton_utils import (
     next_power_of_2,
+    pdl_launch_dependents,
+    pdl_wait,
     require_last_dim_contiguous,
     require_same_device,
+    use_pdl,
 )
 
 
@@ -36,7 +39,12 @@ def _write_kv_kernel(
     HEADS_PAD: tl.constexpr,
     HEAD_DIM: tl.constexpr,
     HEAD_DIM_PAD: tl.constexpr,
+    PDL: tl.constexpr,  # launched with programmatic dependent launch (triton_utils)
 ):
+    pdl_launch_dependents(PDL)
+    # NOTE: every program waits, padding ones included: the kernels after this one count on its
+    # completion meaning that everything before it has completed too.
+    pdl_wait(PDL)
     token = tl.program_id(0)
     slot = tl.load(slot_mapping_ptr + token).to(tl.int64)
     if slot < 0:
@@ -70,6 +78,7 @@ def write_kv_cache(
     num_tokens, num_kv_heads, head_dim = key.shape
     if num_tokens == 0:
         return
+    pdl = use_pdl(key.device)
     _write_kv_kernel[(num_tokens,)](
         key,
         value,
@@ -88,5 +97,7 @@ def write_kv_cache(
         HEADS_PAD=next_power_of_2(num_kv_heads),
         HEAD_DIM=head_dim,
         HEAD_DIM_PAD=next_power_of_2(head_dim),
+        PDL=pdl,
         num_warps=4,
+        launch_pdl=pdl,
     )

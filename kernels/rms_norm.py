@@ -10,7 +10,13 @@ import triton
 import triton.language as tl
 
 from llmservice.kernels.reference import check_norm_shapes
-from llmservice.kernels.triton_utils import next_power_of_2, require_last_dim_contiguous
+from llmservice.kernels.triton_utils import (
+    next_power_of_2,
+    pdl_launch_dependents,
+    pdl_wait,
+    require_last_dim_contiguous,
+    use_pdl,
+)
 
 MAX_HIDDEN = 65536  # one program holds a whole row
 
@@ -28,10 +34,15 @@ def _rms_norm_kernel(
     eps,
     BLOCK: tl.constexpr,
     ADD_RESIDUAL: tl.constexpr,
+    PDL: tl.constexpr,  # launched with programmatic dependent launch (triton_utils)
 ):
+    pdl_launch_dependents(PDL)
     row = tl.program_id(0).to(tl.int64)
     cols = tl.arange(0, BLOCK)
     mask = cols < hidden
+    # The scale is a weight (no kernel writes it): loaded before waiting for x and residual.
+    weight = tl.load(weight_ptr + cols, mask=mask, other=0.0).to(tl.float32)
+    pdl_wait(PDL)
     x = tl.load(x_ptr + row * x_stride + cols, mask=mask, other=0.0)
     if ADD_RESIDUAL:
         residual = tl.load(residual_ptr + row * residual_stride + cols, mask=mask, other=0.0)
@@ -40,7 +51,6 @@ def _rms_norm_kernel(
         tl.store(residual_out_ptr + row * hidden + cols, x, mask=mask)
     x = x.to(tl.float32)
     inv_rms = tl.rsqrt(tl.sum(x * x, 0) / hidden + eps)
-    weight = tl.load(weight_ptr + cols, mask=mask, other=0.0).to(tl.float32)
     out = x * inv_rms * weight
     tl.store(out_ptr + row * hidden + cols, out.to(out_ptr.dtype.element_ty), mask=mask)
 
@@ -68,6 +78,7 @@ def _launch(
     if rows.shape[0] == 0:
         return
     block = next_power_of_2(hidden)
+    pdl = use_pdl(x.device)
     _rms_norm_kernel[(rows.shape[0],)](
         rows,
         residual_rows,
@@ -80,7 +91,9 @@ def _launch(
         eps,
         BLOCK=block,
         ADD_RESIDUAL=residual is not None,
+        PDL=pdl,
         num_warps=min(16, max(1, block // 512)),
+        launch_pdl=pdl,
     )
 
 

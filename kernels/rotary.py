@@ -12,8 +12,11 @@ import triton.language as tl
 from llmservice.kernels.reference import check_rotary_shapes
 from llmservice.kernels.triton_utils import (
     next_power_of_2,
+    pdl_launch_dependents,
+    pdl_wait,
     require_last_dim_contiguous,
     require_same_device,
+    use_pdl,
 )
 
 
@@ -53,7 +56,11 @@ def _rotary_kernel(
     HALF_PAD: tl.constexpr,
     HEADS_PAD: tl.constexpr,
     KV_HEADS_PAD: tl.constexpr,
+    PDL: tl.constexpr,  # launched with programmatic dependent launch (triton_utils)
 ):
+    pdl_launch_dependents(PDL)
+    # Everything read here (positions, q, k) is written by earlier kernels or copies.
+    pdl_wait(PDL)
     token = tl.program_id(0).to(tl.int64)
     position = tl.load(positions_ptr + token)
     offs_j = tl.arange(0, HALF_PAD)[None, :]
@@ -88,6 +95,7 @@ def rotary_embedding(
     if num_tokens == 0:
         return query_out, key_out
     half = head_dim // 2
+    pdl = use_pdl(query.device)
     _rotary_kernel[(num_tokens,)](
         positions,
         query,
@@ -106,6 +114,8 @@ def rotary_embedding(
         HALF_PAD=next_power_of_2(half),
         HEADS_PAD=next_power_of_2(num_heads),
         KV_HEADS_PAD=next_power_of_2(num_kv_heads),
+        PDL=pdl,
         num_warps=4,
+        launch_pdl=pdl,
     )
     return query_out, key_out

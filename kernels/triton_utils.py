@@ -1,10 +1,25 @@
-"""Host-side helpers shared by the Triton kernel modules (argument checks, launch sizes)."""
+"""Helpers shared by the Triton kernel modules: argument checks, launch sizes, and programmatic
+dependent launch (PDL).
+
+PDL (Hopper and later): a kernel launched with `launch_pdl=True` may start while the kernel
+before it in the stream is still running, once every program of that one has called
+`pdl_launch_dependents` (or exited). Its programs can then do the work that depends on no
+earlier kernel (the weights' first loads) and must call `pdl_wait` before they read anything an
+earlier kernel wrote or write anything an earlier kernel reads. At batch 1 a decode step is ~350
+short kernels, and each otherwise starts only after the previous one has fully drained.
+"""
+
+# mypy: disable-error-code="no-untyped-def,untyped-decorator"
+# (Triton kernels: @triton.jit is untyped and reads its parameters' annotations itself.)
 
 from __future__ import annotations
 
 import functools
+import os
 
 import torch
+import triton
+import triton.language as tl
 
 from llmservice.kernels.reference import check_attention_shapes
 
@@ -22,6 +37,45 @@ def cdiv(a: int, b: int) -> int:
 def next_power_of_2(n: int) -> int:
     """The smallest power of two >= n (1 for n <= 1)."""
     return 1 << max(n - 1, 0).bit_length()
+
+
+PDL_ENV = "LLMSERVICE_PDL"
+"""Set to 0 to launch every kernel without PDL (for comparisons, or a driver that misbehaves)."""
+
+
+def use_pdl(device: torch.device) -> bool:
+    """Whether kernels on `device` launch with PDL: a CUDA device of compute capability 9.0 or
+    later, a Triton with the grid-dependency intrinsics, not the interpreter, not switched off
+    by LLMSERVICE_PDL=0 (read at every launch, so a captured CUDA graph keeps what it saw)."""
+    if device.type != "cuda" or os.environ.get(PDL_ENV, "1") == "0":
+        return False
+    return _pdl_capable(device.index if device.index is not None else torch.cuda.current_device())
+
+
+@functools.cache
+def _pdl_capable(device_index: int) -> bool:
+    return (
+        torch.version.hip is None  # ROCm reports gfx9 parts as capability 9.x
+        and os.environ.get("TRITON_INTERPRET", "0") in ("", "0")
+        and hasattr(tl.extra.cuda, "gdc_wait")
+        and torch.cuda.get_device_capability(device_index) >= (9, 0)
+    )
+
+
+@triton.jit
+def pdl_wait(ENABLED: tl.constexpr):
+    """Blocks until every earlier kernel of the stream has completed and its writes are visible
+    (griddepcontrol.wait); a no-op unless ENABLED (the kernel was launched with PDL)."""
+    if ENABLED:
+        tl.extra.cuda.gdc_wait()
+
+
+@triton.jit
+def pdl_launch_dependents(ENABLED: tl.constexpr):
+    """Lets the next kernel of the stream start its programs once every program of this one has
+    called this (griddepcontrol.launch_dependents); a no-op unless ENABLED."""
+    if ENABLED:
+        tl.extra.cuda.gdc_launch_dependents()
 
 
 def require_last_dim_contiguous(**tensors: torch.Tensor) -> None:

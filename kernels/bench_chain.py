@@ -1,0 +1,275 @@
+"""The batch-1 decode step as a chain of kernels, timed with and without programmatic dependent
+launch (PDL, kernels/triton_utils.py), JSON lines.
+
+    python -m llmservice.kernels.bench_chain [--layers 32] [--context 384]
+
+One decoder layer of Llama-3.1-8B at one token is 11 kernels: add+RMSNorm, qkv GEMV, rotary,
+KV-cache write, split-KV decode attention (2 kernels), o GEMV, add+RMSNorm, gate/up GEMV,
+SiLU-and-mul, down GEMV. The chain of `--layers` layers (4 rotating weight copies, so the
+weights stream from HBM as in a real step) is captured in one CUDA graph, as the model
+runner's decode graphs are, once with PDL switched off (LLMSERVICE_PDL=0) and once on, and the
+graph's replay time is compared with the time the weights alone need at 3.0 TB/s.
+The same chain runs through the torch reference on the CPU (tests/kernels/test_pdl.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import statistics
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from llmservice.kernels import ops
+from llmservice.kernels.triton_utils import PDL_ENV, use_pdl
+
+HBM_GBS = 3000.0  # measured device-to-device copy on the H100 (KINDS.md)
+EPS = 1e-5
+
+
+@dataclass(frozen=True)
+class ChainShape:
+    """The sizes of one decoder layer."""
+
+    hidden: int = 4096
+    """Model width."""
+    num_heads: int = 32
+    """Query heads."""
+    num_kv_heads: int = 8
+    """Key/value heads (grouped-query attention)."""
+    head_dim: int = 128
+    """Width of one head."""
+    intermediate: int = 14336
+    """MLP inner width (gate and up each)."""
+    block_size: int = 16
+    """Tokens per KV-cache block."""
+
+    @property
+    def q_size(self) -> int:
+        return self.num_heads * self.head_dim
+
+    @property
+    def kv_size(self) -> int:
+        return self.num_kv_heads * self.head_dim
+
+
+@dataclass(frozen=True)
+class LayerWeights:
+    """One layer's parameters and its paged KV cache."""
+
+    input_norm: torch.Tensor
+    """(hidden,)"""
+    qkv: torch.Tensor
+    """(q_size + 2 * kv_size, hidden)"""
+    o: torch.Tensor
+    """(hidden, q_size)"""
+    post_norm: torch.Tensor
+    """(hidden,)"""
+    gate_up: torch.Tensor
+    """(2 * intermediate, hidden)"""
+    down: torch.Tensor
+    """(hidden, intermediate)"""
+    k_cache: torch.Tensor
+    """(num_blocks, block_size, num_kv_heads, head_dim)"""
+    v_cache: torch.Tensor
+    """(num_blocks, block_size, num_kv_heads, head_dim)"""
+
+    def weight_bytes(self) -> int:
+        matrices = (self.qkv, self.o, self.gate_up, self.down)
+        return sum(m.numel() * m.element_size() for m in matrices)
+
+
+@dataclass(frozen=True)
+class StepInputs:
+    """What the runner hands every layer of a one-token decode step."""
+
+    positions: torch.Tensor
+    """(1,) int64: the new token's position."""
+    slot_mapping: torch.Tensor
+    """(1,) int64: its KV-cache slot."""
+    block_tables: torch.Tensor
+    """(1, num_blocks) int32"""
+    seq_lens: torch.Tensor
+    """(1,) int32: context length including the new token."""
+    query_start_loc: torch.Tensor
+    """(2,) int32"""
+    cos_sin: torch.Tensor
+    """(max_positions, head_dim) float32 [cos | sin]"""
+
+
+def make_layer(
+    shape: ChainShape, num_blocks: int, dtype: torch.dtype, device: torch.device
+) -> LayerWeights:
+    """Random weights scaled so activations stay O(1) through many layers."""
+
+    def matrix(rows: int, cols: int) -> torch.Tensor:
+        return (torch.randn(rows, cols, device=device) / math.sqrt(cols)).to(dtype)
+
+    def cache() -> torch.Tensor:
+        size = (num_blocks, shape.block_size, shape.num_kv_heads, shape.head_dim)
+        return torch.randn(size, device=device).to(dtype)
+
+    h = shape.hidden
+    return LayerWeights(
+        input_norm=(1 + 0.1 * torch.randn(h, device=device)).to(dtype),
+        qkv=matrix(shape.q_size + 2 * shape.kv_size, h),
+        o=matrix(h, shape.q_size),
+        post_norm=(1 + 0.1 * torch.randn(h, device=device)).to(dtype),
+        gate_up=matrix(2 * shape.intermediate, h),
+        down=matrix(h, shape.intermediate),
+        k_cache=cache(),
+        v_cache=cache(),
+    )
+
+
+def make_step(shape: ChainShape, context: int, device: torch.device) -> StepInputs:
+    """One sequence of `context` tokens (the last one new) over blocks 1..n (0 is the null
+    block), so the new token's slot is `context - 1` positions past block 1's start."""
+    num_blocks = -(-context // shape.block_size)
+    half = shape.head_dim // 2
+    inv_freq = 500000.0 ** (-torch.arange(half, dtype=torch.float64) / half)
+    freqs = torch.outer(torch.arange(context, dtype=torch.float64), inv_freq)
+    return StepInputs(
+        positions=torch.tensor([context - 1], device=device),
+        slot_mapping=torch.tensor([shape.block_size + context - 1], device=device),
+        block_tables=torch.arange(1, num_blocks + 1, dtype=torch.int32, device=device)[None],
+        seq_lens=torch.tensor([context], dtype=torch.int32, device=device),
+        query_start_loc=torch.tensor([0, 1], dtype=torch.int32, device=device),
+        cos_sin=torch.cat([freqs.cos(), freqs.sin()], dim=-1).float().to(device),
+    )
+
+
+def decode_layer(
+    x: torch.Tensor,  # (1, hidden): the previous layer's output
+    residual: torch.Tensor,  # (1, hidden)
+    layer: LayerWeights,
+    step: StepInputs,
+    shape: ChainShape,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One decoder layer through `ops` (Triton on CUDA, the reference elsewhere), in the
+    model's order of kernels; returns (output, residual)."""
+    h, residual = ops.fused_add_rms_norm(x, residual, layer.input_norm, EPS)
+    sizes = [shape.q_size, shape.kv_size, shape.kv_size]
+    q, k, v = torch.split(ops.linear(h, layer.qkv), sizes, dim=-1)
+    q = q.reshape(1, shape.num_heads, shape.head_dim)
+    k = k.reshape(1, shape.num_kv_heads, shape.head_dim)
+    v = v.reshape(1, shape.num_kv_heads, shape.head_dim)
+    q, k = ops.rotary_embedding(step.positions, q, k, step.cos_sin)
+    ops.write_kv_cache(k, v, layer.k_cache, layer.v_cache, step.slot_mapping)
+    attention = ops.paged_attention(
+        q, layer.k_cache, layer.v_cache, step.block_tables, step.seq_lens,
+        step.query_start_loc, shape.head_dim**-0.5,
+    )  # fmt: skip
+    o = ops.linear(attention.reshape(1, shape.q_size), layer.o)
+    h, residual = ops.fused_add_rms_norm(o, residual, layer.post_norm, EPS)
+    return ops.linear(ops.silu_and_mul(ops.linear(h, layer.gate_up)), layer.down), residual
+
+
+def run_chain(
+    x: torch.Tensor,
+    residual: torch.Tensor,
+    layers: Sequence[LayerWeights],
+    num_layers: int,
+    step: StepInputs,
+    shape: ChainShape,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`num_layers` layers, the i-th with layers[i % len(layers)]."""
+    for i in range(num_layers):
+        x, residual = decode_layer(x, residual, layers[i % len(layers)], step, shape)
+    return x, residual
+
+
+@contextlib.contextmanager
+def pdl_switched(enabled: bool) -> Iterator[None]:
+    """Launches inside the block with PDL on or off (the kernels read LLMSERVICE_PDL at each
+    launch, so a graph captured inside keeps the setting)."""
+    previous = os.environ.get(PDL_ENV)
+    os.environ[PDL_ENV] = "1" if enabled else "0"
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ[PDL_ENV]
+        else:
+            os.environ[PDL_ENV] = previous
+
+
+def capture_chain(
+    x: torch.Tensor,
+    residual: torch.Tensor,
+    layers: Sequence[LayerWeights],
+    num_layers: int,
+    step: StepInputs,
+    shape: ChainShape,
+) -> tuple[torch.cuda.CUDAGraph, torch.Tensor]:
+    """The chain captured in a CUDA graph (after one eager run that compiles); returns the
+    graph and its output buffer (1, hidden)."""
+    run_chain(x, residual, layers, num_layers, step, shape)
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out, _ = run_chain(x, residual, layers, num_layers, step, shape)
+    return graph, out
+
+
+def replay_ms(graph: torch.cuda.CUDAGraph, replays: int = 20) -> float:
+    """Median wall time of one replay (device events), after 3 warm-up replays."""
+    start = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
+    end = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
+    times: list[float] = []
+    for _ in range(replays + 3):
+        start.record()
+        graph.replay()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return statistics.median(times[3:])
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Decode-step kernel chain, PDL off vs on.")
+    parser.add_argument("--layers", type=int, default=32, help="layers per step (32)")
+    parser.add_argument("--context", type=int, default=384, help="context tokens (384)")
+    parser.add_argument("--copies", type=int, default=4, help="rotating weight copies (4)")
+    options = parser.parse_args(argv)
+    if not torch.cuda.is_available():
+        raise SystemExit("the chain benchmark needs a CUDA device")
+    device = torch.device("cuda")
+    shape = ChainShape()
+    num_blocks = 1 + -(-options.context // shape.block_size)
+    torch.manual_seed(0)
+    layers = [make_layer(shape, num_blocks, torch.bfloat16, device) for _ in range(options.copies)]
+    step = make_step(shape, options.context, device)
+    x = torch.randn(1, shape.hidden, device=device, dtype=torch.bfloat16)
+    residual = torch.randn_like(x)
+    floor_ms = options.layers * layers[0].weight_bytes() / HBM_GBS / 1e6
+    results: dict[bool, tuple[float, torch.Tensor]] = {}
+    modes = (False, True) if use_pdl(device) else (False,)
+    for enabled in modes:
+        with pdl_switched(enabled):
+            graph, out = capture_chain(x, residual, layers, options.layers, step, shape)
+        ms = replay_ms(graph)
+        results[enabled] = (ms, out.clone())
+        line = {
+            "chain": f"{options.layers} decode layers, batch 1, context {options.context}",
+            "pdl": enabled, "ms": round(ms, 4), "us_per_layer": round(1000 * ms / options.layers, 2),
+            "weights_floor_ms": round(floor_ms, 4), "pct_of_floor": round(100 * floor_ms / ms, 1),
+        }  # fmt: skip
+        print(json.dumps(line), flush=True)
+    if len(results) == 2:
+        (off_ms, off_out), (on_ms, on_out) = results[False], results[True]
+        summary = {
+            "chain": "summary", "saved_ms": round(off_ms - on_ms, 4),
+            "saved_pct": round(100 * (off_ms - on_ms) / off_ms, 2),
+            "outputs_equal": bool(torch.equal(off_out, on_out)),
+        }  # fmt: skip
+        print(json.dumps(summary), flush=True)
+
+
+if __name__ == "__main__":
+    main()
