@@ -39,6 +39,7 @@ from llmservice.kernels.decode_attention import (
     launch_merge_kernel,
     launch_split_kernel,
     plan_splits,
+    split_floor,
 )
 
 # The extend kernel's inner loop (online softmax over a run of one table's keys) serves the
@@ -267,9 +268,7 @@ def cascade_attention(
     pieces = prefix_splits or plan_prefix_pieces(
         row_tiles, num_kv_heads, max_context, device, config
     )
-    splits, tokens_per_split = plan_splits(
-        num_seqs, num_kv_heads, max_context, device, config.decode, num_splits
-    )
+    splits, _ = plan_splits(num_seqs, num_kv_heads, max_context, device, config.decode, num_splits)
     parts = empty_parts(num_seqs, num_heads, splits + pieces, head_dim, device)
     context_starts = torch.empty(num_seqs, dtype=torch.int32, device=device)
     _prefix_kernel[(row_tiles, num_kv_heads, pieces)](
@@ -308,7 +307,12 @@ def cascade_attention(
     )
     args = (query, k_cache, v_cache, block_tables, seq_lens, query_start_loc, scale, out)
     launch_split_kernel(
-        *args, parts, splits, tokens_per_split, config.decode, context_starts=context_starts
+        *args,
+        parts,
+        splits,
+        split_floor(config.decode, num_splits),
+        config.decode,
+        context_starts=context_starts,
     )
     launch_merge_kernel(*parts, query_start_loc, out)
     return out

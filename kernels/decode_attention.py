@@ -52,7 +52,7 @@ class DecodeConfig:
 
 # NOTE: arguments that vary from step to step are not specialized on (Triton would compile a
 # variant per divisibility by 16 or value 1), so a new batch shape compiles nothing mid-serving.
-@triton.jit(do_not_specialize=["tokens_per_split", "num_parts", "block_tables_stride"])
+@triton.jit(do_not_specialize=["min_split_tokens", "num_parts", "block_tables_stride"])
 def _decode_split_kernel(
     q_ptr,
     k_cache_ptr,
@@ -73,7 +73,7 @@ def _decode_split_kernel(
     cache_stride_s,
     cache_stride_h,
     block_tables_stride,
-    tokens_per_split,  # a multiple of BLOCK_N
+    min_split_tokens,  # a multiple of BLOCK_N: the shortest split worth a merge entry
     num_heads,
     num_parts,  # NOTE: a runtime value, so batch sizes that change it compile nothing new
     BLOCK_SIZE: tl.constexpr,
@@ -93,9 +93,16 @@ def _decode_split_kernel(
     head_ok = offs_g < GROUP
     part = (seq * num_heads + heads) * num_parts + split  # (GROUP_PAD,)
     seq_len = tl.load(seq_lens_ptr + seq)
-    start = split * tokens_per_split
+    context_start = 0
     if HAS_CONTEXT_START:
-        start += tl.load(context_starts_ptr + seq)
+        context_start = tl.load(context_starts_ptr + seq)
+    # Each sequence's own keys are cut into the grid's splits (none shorter than
+    # min_split_tokens), not a width fixed by the longest possible context: a graph's grid is
+    # planned for max_model_len, and a fixed width left one program per KV head doing a short
+    # context alone while the others had nothing to do.
+    split_len = tl.cdiv(tl.cdiv(seq_len - context_start, tl.num_programs(2)), BLOCK_N) * BLOCK_N
+    tokens_per_split = tl.maximum(split_len, min_split_tokens)
+    start = context_start + split * tokens_per_split
     if start >= seq_len:
         if not SINGLE_SPLIT:  # (a single split always has keys)
             # An empty split: an LSE of -inf tells the merge to skip the entry.
@@ -223,6 +230,12 @@ def plan_splits(
     return cdiv(max_context, tokens_per_split), tokens_per_split  # rounding may leave fewer
 
 
+def split_floor(config: DecodeConfig, num_splits: int | None) -> int:
+    """The shortest split: the config's floor, or one tile when a caller forces the split count
+    (tests use it to get many non-empty splits out of short contexts)."""
+    return config.block_n if num_splits else config.min_split_tokens
+
+
 def launch_split_kernel(
     query: torch.Tensor,  # (num_tokens, num_heads, head_dim)
     k_cache: torch.Tensor,  # (num_blocks, block_size, num_kv_heads, head_dim)
@@ -234,12 +247,14 @@ def launch_split_kernel(
     out: torch.Tensor,  # (num_tokens, num_heads, head_dim)
     parts: tuple[torch.Tensor, torch.Tensor] | None,
     splits: int,
-    tokens_per_split: int,
+    min_split_tokens: int,
     config: DecodeConfig,
     context_starts: torch.Tensor | None = None,
 ) -> None:
     """Runs the split kernel: into `out` when `parts` is None (one split), else into the first
-    `splits` entries of `parts` = (part_out, part_lse), which may hold more entries.
+    `splits` entries of `parts` = (part_out, part_lse), which may hold more entries. Each
+    sequence's keys are cut into `splits` equal runs of whole BLOCK_N tiles, none shorter than
+    `min_split_tokens` (so a short context uses fewer splits; the rest are empty entries).
 
     `context_starts` (num_seqs,) int32: each sequence's keys start there instead of at 0.
     """
@@ -269,7 +284,7 @@ def launch_split_kernel(
         k_cache.stride(1),
         k_cache.stride(2),
         block_tables.stride(0),
-        tokens_per_split,
+        cdiv(min_split_tokens, config.block_n) * config.block_n,
         num_heads,
         part_lse.shape[2] if parts is not None else 1,
         BLOCK_SIZE=block_size,
@@ -349,14 +364,12 @@ def paged_attention(
     if out is None:
         out = torch.empty_like(query)
     max_context = block_tables.shape[1] * k_cache.shape[1]
-    splits, tokens_per_split = plan_splits(
-        num_seqs, num_kv_heads, max_context, query.device, config, num_splits
-    )
+    splits, _ = plan_splits(num_seqs, num_kv_heads, max_context, query.device, config, num_splits)
     parts = None
     if splits > 1:
         parts = empty_parts(num_seqs, num_heads, splits, head_dim, query.device)
     args = (query, k_cache, v_cache, block_tables, seq_lens, query_start_loc, scale, out)
-    launch_split_kernel(*args, parts, splits, tokens_per_split, config)
+    launch_split_kernel(*args, parts, splits, split_floor(config, num_splits), config)
     if parts is not None:
         launch_merge_kernel(*parts, query_start_loc, out)
     return out

@@ -170,3 +170,27 @@ def test_decode_merge_of_more_splits_than_one_merge_iteration(
         > decode_attention.MERGE_PARTS_BLOCK
     )
     assert_relative_error(out, reference.paged_attention(*args), TOLERANCE[torch.float32])
+
+
+def test_decode_splits_follow_each_sequences_own_context(assert_relative_error: CheckFn) -> None:
+    """A table as wide as a graph's (max_model_len) with short contexts: the splits planned for
+    the table's width cut each sequence's own keys instead (runs of at least min_split_tokens),
+    so contexts of 1 to 200 tokens use 1 to 7 of the 18 splits."""
+    batch = make_paged_batch(
+        [200, 1, 70, 33],
+        [1, 1, 1, 1],
+        num_heads=4,
+        num_kv_heads=1,
+        head_dim=32,
+        block_size=16,
+        dtype=torch.float32,
+        extra_table_columns=40,
+    )
+    config = decode_attention.DecodeConfig(block_n=16, min_split_tokens=32, programs_per_sm=10)
+    args = batch.attention_args(scale=32**-0.5)
+    splits, _ = decode_attention.plan_splits(
+        4, 1, batch.block_tables.shape[1] * 16, torch.device("cpu"), config
+    )
+    assert splits == 18  # far more than any context here needs (7 at most)
+    out = decode_attention.paged_attention(*args, batch.poisoned_out(), config=config)
+    assert_relative_error(out, reference.paged_attention(*args), TOLERANCE[torch.float32])
