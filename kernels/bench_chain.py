@@ -1,7 +1,7 @@
 """The batch-1 decode step as a chain of kernels, timed with and without programmatic dependent
 launch (PDL, kernels/triton_utils.py), JSON lines.
 
-    python -m llmservice.kernels.bench_chain [--layers 32] [--context 384]
+    python -m llmservice.kernels.bench_chain [--layers 32] [--context 384] [--profile]
 
 One decoder layer of Llama-3.1-8B at one token is 11 kernels: add+RMSNorm, qkv GEMV, rotary,
 KV-cache write, split-KV decode attention (2 kernels), o GEMV, add+RMSNorm, gate/up GEMV,
@@ -9,7 +9,9 @@ SiLU-and-mul, down GEMV. The chain of `--layers` layers (4 rotating weight copie
 weights stream from HBM as in a real step) is captured in one CUDA graph, as the model
 runner's decode graphs are, once with PDL switched off (LLMSERVICE_PDL=0) and once on, and the
 graph's replay time is compared with the time the weights alone need at 3.0 TB/s.
-The same chain runs through the torch reference on the CPU (tests/kernels/test_pdl.py).
+`--profile` adds, per kernel of a layer, its duration and the time it adds to the chain (one
+replay under torch.profiler). The same chain runs through the torch reference on the CPU
+(tests/kernels/test_pdl.py).
 """
 
 from __future__ import annotations
@@ -20,10 +22,13 @@ import json
 import math
 import os
 import statistics
+import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
+from torch.profiler import ProfilerActivity, profile
 
 from llmservice.kernels import ops
 from llmservice.kernels.triton_utils import PDL_ENV, use_pdl
@@ -170,18 +175,37 @@ def decode_layer(
     return ops.linear(ops.silu_and_mul(ops.linear(h, layer.gate_up)), layer.down), residual
 
 
-def run_chain(
-    x: torch.Tensor,
-    residual: torch.Tensor,
-    layers: Sequence[LayerWeights],
-    num_layers: int,
-    step: StepInputs,
-    shape: ChainShape,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """`num_layers` layers, the i-th with layers[i % len(layers)]."""
-    for i in range(num_layers):
-        x, residual = decode_layer(x, residual, layers[i % len(layers)], step, shape)
-    return x, residual
+@dataclass(frozen=True)
+class DecodeChain:
+    """A decode step's `num_layers` layers, the i-th with layers[i % len(layers)]."""
+
+    layers: Sequence[LayerWeights]
+    """The weight copies the layers rotate over."""
+    num_layers: int
+    """Layers in the step."""
+    step: StepInputs
+    """The step's positions, slots and block tables."""
+    shape: ChainShape
+    """The layer sizes."""
+
+    def run(self, x: torch.Tensor, residual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The step's output and residual, (1, hidden) each."""
+        for i in range(self.num_layers):
+            layer = self.layers[i % len(self.layers)]
+            x, residual = decode_layer(x, residual, layer, self.step, self.shape)
+        return x, residual
+
+    def capture(
+        self, x: torch.Tensor, residual: torch.Tensor
+    ) -> tuple[torch.cuda.CUDAGraph, torch.Tensor]:
+        """The step captured in a CUDA graph (after one eager run that compiles); returns the
+        graph and its output buffer (1, hidden)."""
+        self.run(x, residual)
+        torch.cuda.synchronize()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out, _ = self.run(x, residual)
+        return graph, out
 
 
 @contextlib.contextmanager
@@ -199,24 +223,6 @@ def pdl_switched(enabled: bool) -> Iterator[None]:
             os.environ[PDL_ENV] = previous
 
 
-def capture_chain(
-    x: torch.Tensor,
-    residual: torch.Tensor,
-    layers: Sequence[LayerWeights],
-    num_layers: int,
-    step: StepInputs,
-    shape: ChainShape,
-) -> tuple[torch.cuda.CUDAGraph, torch.Tensor]:
-    """The chain captured in a CUDA graph (after one eager run that compiles); returns the
-    graph and its output buffer (1, hidden)."""
-    run_chain(x, residual, layers, num_layers, step, shape)
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        out, _ = run_chain(x, residual, layers, num_layers, step, shape)
-    return graph, out
-
-
 def replay_ms(graph: torch.cuda.CUDAGraph, replays: int = 20) -> float:
     """Median wall time of one replay (device events), after 3 warm-up replays."""
     start = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
@@ -231,11 +237,45 @@ def replay_ms(graph: torch.cuda.CUDAGraph, replays: int = 20) -> float:
     return statistics.median(times[3:])
 
 
+def layer_profile(graph: torch.cuda.CUDAGraph, num_layers: int) -> list[dict[str, object]]:
+    """One replay under torch.profiler, per kernel position in a layer: its name, mean duration
+    and mean exposed time (how far its end passes the latest end before it, i.e. what it adds
+    to the chain; with PDL a kernel's duration includes the time it waits)."""
+    with tempfile.TemporaryDirectory() as folder:
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            graph.replay()
+            torch.cuda.synchronize()
+        path = Path(folder) / "trace.json"
+        prof.export_chrome_trace(str(path))
+        events = json.loads(path.read_text())["traceEvents"]
+    kernels = sorted(
+        (e for e in events if e.get("cat") == "kernel" and e.get("ph") == "X"),
+        key=lambda e: float(e["ts"]),
+    )
+    per_layer = len(kernels) // num_layers
+    durations = [0.0] * per_layer
+    exposed = [0.0] * per_layer
+    latest_end = float(kernels[0]["ts"]) if kernels else 0.0
+    for i, event in enumerate(kernels[: per_layer * num_layers]):
+        end = float(event["ts"]) + float(event["dur"])
+        durations[i % per_layer] += float(event["dur"]) / num_layers
+        exposed[i % per_layer] += max(0.0, end - latest_end) / num_layers
+        latest_end = max(latest_end, end)
+    return [
+        {"position": i, "kernel": str(kernels[i]["name"])[:48], "dur_us": round(durations[i], 2),
+         "exposed_us": round(exposed[i], 2)}
+        for i in range(per_layer)
+    ]  # fmt: skip
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Decode-step kernel chain, PDL off vs on.")
     parser.add_argument("--layers", type=int, default=32, help="layers per step (32)")
     parser.add_argument("--context", type=int, default=384, help="context tokens (384)")
     parser.add_argument("--copies", type=int, default=4, help="rotating weight copies (4)")
+    parser.add_argument(
+        "--profile", action="store_true", help="also each kernel's duration and exposed time"
+    )
     options = parser.parse_args(argv)
     if not torch.cuda.is_available():
         raise SystemExit("the chain benchmark needs a CUDA device")
@@ -244,16 +284,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     num_blocks = 1 + -(-options.context // shape.block_size)
     torch.manual_seed(0)
     layers = [make_layer(shape, num_blocks, torch.bfloat16, device) for _ in range(options.copies)]
-    step = make_step(shape, options.context, device)
+    chain = DecodeChain(layers, options.layers, make_step(shape, options.context, device), shape)
     x = torch.randn(1, shape.hidden, device=device, dtype=torch.bfloat16)
     residual = torch.randn_like(x)
     floor_ms = options.layers * layers[0].weight_bytes() / HBM_GBS / 1e6
     results: dict[bool, tuple[float, torch.Tensor]] = {}
-    modes = (False, True) if use_pdl(device) else (False,)
-    for enabled in modes:
+    graphs: dict[bool, torch.cuda.CUDAGraph] = {}
+    for enabled in (False, True) if use_pdl(device) else (False,):
         with pdl_switched(enabled):
-            graph, out = capture_chain(x, residual, layers, options.layers, step, shape)
-        ms = replay_ms(graph)
+            graphs[enabled], out = chain.capture(x, residual)
+        ms = replay_ms(graphs[enabled])
         results[enabled] = (ms, out.clone())
         line = {
             "chain": f"{options.layers} decode layers, batch 1, context {options.context}",
@@ -261,6 +301,13 @@ def main(argv: Sequence[str] | None = None) -> None:
             "weights_floor_ms": round(floor_ms, 4), "pct_of_floor": round(100 * floor_ms / ms, 1),
         }  # fmt: skip
         print(json.dumps(line), flush=True)
+    # NOTE: profiles only after every timing. On the H100 the PDL graph, timed after the other
+    # graph's profile, took 5.51 ms, against 5.32 ms in a run without a profiler (and its own
+    # profile's kernels summed to 5.33 ms).
+    if options.profile:
+        for enabled, graph in graphs.items():
+            for row in layer_profile(graph, options.layers):
+                print(json.dumps({"pdl": enabled, **row}), flush=True)
     if len(results) == 2:
         (off_ms, off_out), (on_ms, on_out) = results[False], results[True]
         summary = {

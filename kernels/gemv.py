@@ -10,6 +10,11 @@ The launch configuration of each (rows, N, K) comes from a table measured on the
 cuBLAS (`kernels/bench.py --only gemv --sweep`). More rows than MAX_ROWS go to torch's matmul
 (`ops.linear` decides from shapes alone). Nothing is tuned at run time: a tuning run would land
 inside CUDA-graph capture.
+
+On Hopper the kernel is launched with programmatic dependent launch (triton_utils.use_pdl): its
+programs start while the kernel before it drains, load their first weight tile (which no kernel
+writes), and only then wait for x. In CUDA-graph chains of same-shape calls on the H100 this
+took 0.4-1.1 us off each call (qkv 19.2 -> 18.2 us at 2 rows, o 13.2 -> 12.8 at 1 row).
 """
 
 # mypy: disable-error-code="no-untyped-def,untyped-decorator"
