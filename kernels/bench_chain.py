@@ -3,9 +3,9 @@ launch (PDL, kernels/triton_utils.py), JSON lines.
 
     python -m llmservice.kernels.bench_chain [--layers 32] [--context 384] [--profile]
 
-One decoder layer of Llama-3.1-8B at one token is 11 kernels: add+RMSNorm, qkv GEMV, rotary,
-KV-cache write, split-KV decode attention (2 kernels), o GEMV, add+RMSNorm, gate/up GEMV,
-SiLU-and-mul, down GEMV. The chain of `--layers` layers (4 rotating weight copies, so the
+One decoder layer of Llama-3.1-8B at one token is 10 kernels: add+RMSNorm, qkv GEMV, rotary,
+KV-cache write, split-KV decode attention (plus a merge kernel when the context is cut into
+several splits), o GEMV, add+RMSNorm, gate/up GEMV, SiLU-and-mul, down GEMV. The chain of `--layers` layers (4 rotating weight copies, so the
 weights stream from HBM as in a real step) is captured in one CUDA graph, as the model
 runner's decode graphs are, once with PDL switched off (LLMSERVICE_PDL=0) and once on, and the
 graph's replay time is compared with the time the weights alone need at 3.0 TB/s.
