@@ -85,7 +85,7 @@ class HostInputs:
         """The tensors of this step on `device`."""
 
         def to_device(array: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
-            return torch.from_numpy(array).to(device=device, dtype=dtype, non_blocking=True)
+            return staged(torch.from_numpy(array).to(dtype), device)
 
         return ModelInputs(
             input_ids=to_device(self.input_ids, torch.int64),
@@ -110,6 +110,17 @@ class HostInputs:
             logits_indices=to_device(self.logits_indices, torch.int64),
             sampled_request_ids=self.sampled_request_ids,
         )
+
+
+def staged(host: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """`host` on `device`; to a GPU through pinned memory, so the copy is queued and the host
+    goes on. (A non-blocking copy from pageable memory waits for the GPU to finish the work
+    queued before it: the next step's launches then started only once the previous step had
+    ended, 4-6 ms of idle GPU per W3 step on an H100.) The pinned blocks come from torch's
+    caching host allocator, which reuses a block only after its copy has completed."""
+    if device.type != "cuda":
+        return host.to(device)
+    return host.pin_memory().to(device, non_blocking=True)
 
 
 def prepare_inputs(

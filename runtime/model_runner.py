@@ -24,7 +24,12 @@ from llmservice.runtime import kv_cache, model_inputs
 from llmservice.runtime.config import EngineConfig
 from llmservice.runtime.cuda_graphs import DecodeGraphs
 from llmservice.runtime.kernel_ops import get_kernel_ops
-from llmservice.runtime.model_inputs import HostInputs, prepare_host_inputs, prepare_inputs
+from llmservice.runtime.model_inputs import (
+    HostInputs,
+    prepare_host_inputs,
+    prepare_inputs,
+    staged,
+)
 from llmservice.runtime.models.loader import load_model
 from llmservice.runtime.outputs import TokenLogprobs
 from llmservice.runtime.sampler import Sampler
@@ -199,10 +204,13 @@ class ModelRunner:
             if previous is None or previous.tokens is None:
                 raise RuntimeError("placeholder rows without a previous step to feed them")
             # (2, num_fed): destination rows, then source rows of previous.tokens.
-            index = torch.tensor(
-                [host.fed_rows, [previous.row_of(rid) for rid in host.fed_request_ids]],
-                dtype=torch.int64,
-            ).to(self.device, non_blocking=True)
+            index = staged(
+                torch.tensor(
+                    [host.fed_rows, [previous.row_of(rid) for rid in host.fed_request_ids]],
+                    dtype=torch.int64,
+                ),
+                self.device,
+            )
             feed = (index[0], previous.tokens.index_select(0, index[1]))
         logits = self._compute_logits(host, feed)  # (num_sampled, vocab)
         if not host.sampled_request_ids:

@@ -20,3 +20,19 @@ def test_mlp_in_chunks_equals_one_pass(monkeypatch: pytest.MonkeyPatch) -> None:
     chunked = mlp(x)  # three equal chunks: rows 0-6, 7-13, 14-20
     torch.testing.assert_close(chunked, whole, rtol=1e-5, atol=1e-6)
     assert not torch.equal(chunked[:7], chunked[7:14])  # rows really differ: no copy of one chunk
+
+
+def test_linear_writes_into_given_rows_with_its_bias() -> None:
+    from llmservice.runtime.kernel_ops import get_kernel_ops
+
+    gen = torch.Generator().manual_seed(1)
+    cpu = torch.device("cpu")
+    linear = layers.Linear(6, 4, True, get_kernel_ops("reference", cpu), torch.float32, cpu)
+    linear.weight.copy_(torch.randn(4, 6, generator=gen))
+    assert linear.bias is not None
+    linear.bias.copy_(torch.randn(4, generator=gen))
+    x = torch.randn(5, 6, generator=gen)
+    out = torch.full((9, 4), float("nan"))
+    linear(x, out[2:7])
+    torch.testing.assert_close(out[2:7], torch.nn.functional.linear(x, linear.weight, linear.bias))
+    assert out[:2].isnan().all() and out[7:].isnan().all()  # other rows untouched
