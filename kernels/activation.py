@@ -9,13 +9,30 @@ import torch
 import triton
 import triton.language as tl
 
-from llmservice.kernels.triton_utils import cdiv, require_last_dim_contiguous
+from llmservice.kernels.triton_utils import (
+    cdiv,
+    pdl_launch_dependents,
+    pdl_wait,
+    require_last_dim_contiguous,
+    use_pdl,
+)
 
 BLOCK = 1024
 
 
 @triton.jit
-def _silu_and_mul_kernel(x_ptr, out_ptr, x_stride, out_stride, d, BLOCK: tl.constexpr):
+def _silu_and_mul_kernel(
+    x_ptr,
+    out_ptr,
+    x_stride,
+    out_stride,
+    d,
+    BLOCK: tl.constexpr,
+    PDL: tl.constexpr,  # launched with programmatic dependent launch (triton_utils)
+):
+    # The next kernel (the down projection) may start streaming its weights meanwhile.
+    pdl_launch_dependents(PDL)
+    pdl_wait(PDL)
     row = tl.program_id(0).to(tl.int64)
     cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     mask = cols < d
@@ -34,7 +51,9 @@ def silu_and_mul(x: torch.Tensor) -> torch.Tensor:
     rows = x.reshape(-1, 2 * d)  # a view whenever the leading dimensions allow one
     out = torch.empty(rows.shape[0], d, dtype=x.dtype, device=x.device)
     if rows.shape[0] and d:
+        pdl = use_pdl(x.device)
         _silu_and_mul_kernel[(rows.shape[0], cdiv(d, BLOCK))](
-            rows, out, rows.stride(0), out.stride(0), d, BLOCK=BLOCK, num_warps=4
-        )
+            rows, out, rows.stride(0), out.stride(0), d, BLOCK=BLOCK, PDL=pdl, num_warps=4,
+            launch_pdl=pdl,
+        )  # fmt: skip
     return out.view(*x.shape[:-1], d)

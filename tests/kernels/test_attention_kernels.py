@@ -33,8 +33,11 @@ def test_decode_splits_long_contexts_only_when_the_batch_leaves_sms_idle() -> No
 
     h100, config = torch.device("cpu"), DecodeConfig()  # 132 SMs assumed off the GPU
     assert choose_num_splits(64, 8, 4096, h100, config) == 1  # 512 programs fill 132 SMs
-    assert choose_num_splits(1, 8, 4096, h100, config) == 4096 // config.min_split_tokens
-    assert choose_num_splits(1, 8, 300, h100, config) == 1  # too short to be worth a merge
+    # One sequence: 33 splits x 8 KV heads = 2 programs per SM.
+    assert choose_num_splits(1, 8, 4096, h100, config) == 33
+    # A short context is cut no finer than min_split_tokens (64): 300 tokens -> 4 splits.
+    assert choose_num_splits(1, 8, 300, h100, config) == 300 // config.min_split_tokens == 4
+    assert choose_num_splits(1, 8, 60, h100, config) == 1  # shorter than one split
 
 
 def test_extend_tiles_follow_the_batch_shape() -> None:

@@ -14,7 +14,16 @@ import triton.language as tl
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from llmservice.kernels import bench_chain, gemv, kv_cache_write, reference, rms_norm, rotary
+from llmservice.kernels import (
+    activation,
+    bench_chain,
+    decode_attention,
+    gemv,
+    kv_cache_write,
+    reference,
+    rms_norm,
+    rotary,
+)
 from llmservice.kernels.triton_utils import (
     next_power_of_2,
     pdl_launch_dependents,
@@ -25,7 +34,18 @@ from llmservice.kernels.triton_utils import (
 WAIT = "griddepcontrol.wait"
 LAUNCH = "griddepcontrol.launch_dependents"
 # Pointer element types where not bf16; every other parameter is an int32 (eps a float).
-POINTER_TYPES = {"positions_ptr": "*i64", "slot_mapping_ptr": "*i64", "cos_sin_ptr": "*fp32"}
+POINTER_TYPES = {
+    "positions_ptr": "*i64",
+    "slot_mapping_ptr": "*i64",
+    "cos_sin_ptr": "*fp32",
+    "block_tables_ptr": "*i32",
+    "seq_lens_ptr": "*i32",
+    "query_start_loc_ptr": "*i32",
+    "context_starts_ptr": "*i32",
+    "part_out_ptr": "*fp32",
+    "part_lse_ptr": "*fp32",
+}
+FLOAT_ARGS = ("eps", "qk_scale")
 
 
 def compile_ptx(kernel: triton.JITFunction, constexprs: dict[str, object], pdl: bool) -> str:
@@ -40,7 +60,7 @@ def compile_ptx(kernel: triton.JITFunction, constexprs: dict[str, object], pdl: 
         elif name.endswith("_ptr"):
             signature[name] = POINTER_TYPES.get(name, "*bf16")
         else:
-            signature[name] = "fp32" if name == "eps" else "i32"
+            signature[name] = "fp32" if name in FLOAT_ARGS else "i32"
     attrs = {
         (i,): [["tt.divisibility", 16]]
         for i, name in enumerate(names)
@@ -75,6 +95,24 @@ KERNELS: dict[str, tuple[triton.JITFunction, dict[str, object]]] = {
         kv_cache_write._write_kv_kernel,
         {"BLOCK_SIZE": 16, "HEADS_PAD": 8, "HEAD_DIM": 128, "HEAD_DIM_PAD": 128},
     ),
+    "decode_split": (
+        decode_attention._decode_split_kernel,
+        {
+            "BLOCK_SIZE": 16,
+            "GROUP": 4,
+            "GROUP_PAD": 16,
+            "HEAD_DIM": 128,
+            "BLOCK_N": 64,
+            "SINGLE_SPLIT": False,
+            "HAS_CONTEXT_START": False,
+            "DOT_PRECISION": "ieee",
+        },
+    ),
+    "decode_merge": (
+        decode_attention._decode_merge_kernel,
+        {"HEAD_DIM": 128, "PARTS_BLOCK": decode_attention.MERGE_PARTS_BLOCK},
+    ),
+    "silu_and_mul": (activation._silu_and_mul_kernel, {"BLOCK": activation.BLOCK}),
 }
 # Global loads a kernel issues before it waits: only what no kernel writes (weights).
 LOADS_BEFORE_WAIT: dict[str, Callable[[int], bool]] = {
@@ -82,6 +120,9 @@ LOADS_BEFORE_WAIT: dict[str, Callable[[int], bool]] = {
     "fused_add_rms_norm": lambda n: n > 0,  # the norm's scale
     "rotary": lambda n: n == 0,  # positions, q and k all come from earlier kernels
     "kv_cache_write": lambda n: n == 0,  # the slot, k and v too
+    "decode_split": lambda n: n == 0,  # q and the new K/V come from the kernels before it
+    "decode_merge": lambda n: n == 0,  # the split kernel's partial results
+    "silu_and_mul": lambda n: n == 0,  # the gate/up projection's output
 }
 
 
