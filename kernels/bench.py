@@ -18,7 +18,7 @@ Triton GEMV against cuBLAS (F.linear), each timed as one call among back-to-back
 from a CUDA graph over rotating weight copies (L2 is 50 MB), checked against a float64 product;
 with `--sweep` every candidate launch config (compiled first in parallel worker processes); on
 Hopper the table's config also with PDL switched off (kernels/bench_chain.py times a whole
-decode step both ways).
+decode step both ways; kernels/bench_gemv_chain.py sweeps the configs inside that step).
 Every timed configuration is first checked against the reference. `--sweep` also times the
 launch configurations tried for tuning (head_dim 128 and 64; cascade tiles). `--only NAME`
 runs one group.
@@ -29,8 +29,6 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import multiprocessing
-import os
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
@@ -48,6 +46,7 @@ from llmservice.kernels import (
     reference,
 )
 from llmservice.kernels.bench_chain import pdl_switched
+from llmservice.kernels.bench_gemv_chain import precompile_gemv
 from llmservice.kernels.paged_batch import PagedBatch, make_paged_batch
 from llmservice.kernels.triton_utils import use_pdl
 
@@ -241,22 +240,6 @@ GEMV_SWEEP = {
         (8, 1024, 8, True), (16, 512, 8, True), (4, 1024, 4, True), (2, 2048, 8, True),
         (8, 512, 4, False), (2, 1024, 4, False), (16, 512, 8, False), (4, 512, 4, False)]],
 }  # fmt: skip
-
-
-def _compile_gemv(item: tuple[int, gemv.GemvConfig]) -> None:
-    """Runs one GEMV variant once (in a worker process: fills Triton's on-disk cache)."""
-    rows, config = item
-    x = torch.randn(rows, 4096, dtype=torch.bfloat16, device="cuda")
-    gemv.gemv(x, torch.randn(4096, 4096, dtype=x.dtype, device=x.device), config=config)
-    torch.cuda.synchronize()
-
-
-def precompile_gemv(items: list[tuple[int, gemv.GemvConfig]]) -> None:
-    """Compiles the sweep's variants in parallel processes; the timing process then loads them
-    from the cache (one at a time, compiling them would take most of a minute)."""
-    context = multiprocessing.get_context("spawn")
-    with context.Pool(min(16, os.cpu_count() or 1)) as pool:
-        pool.map(_compile_gemv, items)
 
 
 def graph_ms_per_call(

@@ -11,7 +11,7 @@ runner's decode graphs are, once with PDL switched off (LLMSERVICE_PDL=0) and on
 graph's replay time is compared with the time the weights alone need at 3.0 TB/s.
 `--profile` adds, per kernel of a layer, its duration and the time it adds to the chain (one
 replay under torch.profiler). The same chain runs through the torch reference on the CPU
-(tests/kernels/test_pdl.py).
+(tests/kernels/test_pdl.py). kernels/bench_gemv_chain.py re-tunes the GEMV table in this chain.
 """
 
 from __future__ import annotations
@@ -53,6 +53,8 @@ class ChainShape:
     """MLP inner width (gate and up each)."""
     block_size: int = 16
     """Tokens per KV-cache block."""
+    vocab: int = 128256
+    """Output vocabulary (the lm_head's rows)."""
 
     @property
     def q_size(self) -> int:
@@ -87,6 +89,16 @@ class LayerWeights:
     def weight_bytes(self) -> int:
         matrices = (self.qkv, self.o, self.gate_up, self.down)
         return sum(m.numel() * m.element_size() for m in matrices)
+
+
+@dataclass(frozen=True)
+class OutputHead:
+    """The final RMSNorm and the lm_head after the last layer."""
+
+    norm: torch.Tensor
+    """(hidden,)"""
+    weight: torch.Tensor
+    """(vocab, hidden)"""
 
 
 @dataclass(frozen=True)
@@ -130,6 +142,13 @@ def make_layer(
         k_cache=cache(),
         v_cache=cache(),
     )
+
+
+def make_head(shape: ChainShape, dtype: torch.dtype, device: torch.device) -> OutputHead:
+    """A random output head (one copy: its 1 GB at Llama's vocabulary passes L2 anyway)."""
+    weight = torch.randn(shape.vocab, shape.hidden, device=device) / math.sqrt(shape.hidden)
+    norm = 1 + 0.1 * torch.randn(shape.hidden, device=device)
+    return OutputHead(norm=norm.to(dtype), weight=weight.to(dtype))
 
 
 def make_step(shape: ChainShape, context: int, device: torch.device) -> StepInputs:
@@ -177,7 +196,8 @@ def decode_layer(
 
 @dataclass(frozen=True)
 class DecodeChain:
-    """A decode step's `num_layers` layers, the i-th with layers[i % len(layers)]."""
+    """A decode step's `num_layers` layers, the i-th with layers[i % len(layers)], then the
+    output head if it has one."""
 
     layers: Sequence[LayerWeights]
     """The weight copies the layers rotate over."""
@@ -187,19 +207,24 @@ class DecodeChain:
     """The step's positions, slots and block tables."""
     shape: ChainShape
     """The layer sizes."""
+    head: OutputHead | None = None
+    """The final norm and lm_head after the layers, or None (the chain ends with the layers)."""
 
     def run(self, x: torch.Tensor, residual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The step's output and residual, (1, hidden) each."""
+        """The step's output, (1, hidden) or with a head (1, vocab) logits, and its residual."""
         for i in range(self.num_layers):
             layer = self.layers[i % len(self.layers)]
             x, residual = decode_layer(x, residual, layer, self.step, self.shape)
+        if self.head is not None:
+            h, residual = ops.fused_add_rms_norm(x, residual, self.head.norm, EPS)
+            x = ops.linear(h, self.head.weight)  # (1, vocab)
         return x, residual
 
     def capture(
         self, x: torch.Tensor, residual: torch.Tensor
     ) -> tuple[torch.cuda.CUDAGraph, torch.Tensor]:
         """The step captured in a CUDA graph (after one eager run that compiles); returns the
-        graph and its output buffer (1, hidden)."""
+        graph and its output buffer (run's output)."""
         self.run(x, residual)
         torch.cuda.synchronize()
         graph = torch.cuda.CUDAGraph()
@@ -268,6 +293,21 @@ def layer_profile(graph: torch.cuda.CUDAGraph, num_layers: int) -> list[dict[str
     ]  # fmt: skip
 
 
+def llama_chain(
+    num_layers: int, context: int, copies: int, device: torch.device, with_head: bool = False
+) -> tuple[DecodeChain, torch.Tensor, torch.Tensor]:
+    """Llama-3.1-8B's decode step at batch 1 over `copies` rotating bf16 weight copies (seed 0),
+    with its output head or not; returns the chain, x and residual ((1, hidden) each)."""
+    shape = ChainShape()
+    num_blocks = 1 + -(-context // shape.block_size)
+    torch.manual_seed(0)
+    layers = [make_layer(shape, num_blocks, torch.bfloat16, device) for _ in range(copies)]
+    head = make_head(shape, torch.bfloat16, device) if with_head else None
+    chain = DecodeChain(layers, num_layers, make_step(shape, context, device), shape, head)
+    x = torch.randn(1, shape.hidden, device=device, dtype=torch.bfloat16)
+    return chain, x, torch.randn_like(x)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Decode-step kernel chain, PDL off vs on.")
     parser.add_argument("--layers", type=int, default=32, help="layers per step (32)")
@@ -280,14 +320,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     if not torch.cuda.is_available():
         raise SystemExit("the chain benchmark needs a CUDA device")
     device = torch.device("cuda")
-    shape = ChainShape()
-    num_blocks = 1 + -(-options.context // shape.block_size)
-    torch.manual_seed(0)
-    layers = [make_layer(shape, num_blocks, torch.bfloat16, device) for _ in range(options.copies)]
-    chain = DecodeChain(layers, options.layers, make_step(shape, options.context, device), shape)
-    x = torch.randn(1, shape.hidden, device=device, dtype=torch.bfloat16)
-    residual = torch.randn_like(x)
-    floor_ms = options.layers * layers[0].weight_bytes() / HBM_GBS / 1e6
+    chain, x, residual = llama_chain(options.layers, options.context, options.copies, device)
+    floor_ms = options.layers * chain.layers[0].weight_bytes() / HBM_GBS / 1e6
     results: dict[bool, tuple[float, torch.Tensor]] = {}
     graphs: dict[bool, torch.cuda.CUDAGraph] = {}
     for enabled in (False, True) if use_pdl(device) else (False,):

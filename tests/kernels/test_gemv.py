@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from llmservice.kernels import gemv, ops, reference
+from llmservice.kernels import bench_chain, bench_gemv_chain, gemv, ops, reference
 
 LLAMA_8B_SHAPES = [(6144, 4096), (4096, 4096), (28672, 4096), (4096, 14336), (128256, 4096)]
 
@@ -114,3 +114,39 @@ def test_gemv_gpu_replays_in_a_cuda_graph(cuda: torch.device) -> None:
     x.copy_(torch.randn_like(x))
     graph.replay()
     torch.testing.assert_close(out, F.linear(x, weight), rtol=1.6e-2, atol=1e-1)
+
+
+def test_gemv_table_override_is_seen_by_the_dispatcher_and_restored() -> None:
+    key = (1, 4096, 4096)
+    before = gemv.choose_config(*key)
+    other = next(config for config in bench_gemv_chain.SWEEP if config != before)
+    with pytest.raises(RuntimeError), bench_gemv_chain.gemv_table({key: other}):
+        assert gemv.choose_config(*key) == other
+        assert gemv.choose_config(2, 4096, 4096) == gemv._GENERIC[2]  # other rows untouched
+        raise RuntimeError("a failing capture")
+    assert gemv.choose_config(*key) == before
+
+
+def test_sweep_covers_the_chain_projections_and_the_table_shapes() -> None:
+    projections = bench_gemv_chain.chain_projections(bench_chain.ChainShape())
+    assert sorted(projections.values()) == sorted(LLAMA_8B_SHAPES)
+    for config in bench_gemv_chain.SWEEP:
+        # every Llama-3.1-8B shape divides the tile, so the precompiled variant is the one used
+        assert all(n % config.block_n == 0 and k % config.block_k == 0 for n, k in LLAMA_8B_SHAPES)
+
+
+def test_decode_chain_with_an_output_head_ends_in_logits_on_the_cpu() -> None:
+    shape = bench_chain.ChainShape(hidden=64, num_heads=4, num_kv_heads=2, head_dim=16,
+                                   intermediate=96, vocab=80)  # fmt: skip
+    cpu = torch.device("cpu")
+    torch.manual_seed(0)
+    layer = bench_chain.make_layer(shape, 3, torch.float32, cpu)
+    head = bench_chain.make_head(shape, torch.float32, cpu)
+    step = bench_chain.make_step(shape, 20, cpu)
+    x, residual = torch.randn(1, shape.hidden), torch.randn(1, shape.hidden)
+    body, body_residual = bench_chain.DecodeChain([layer], 2, step, shape).run(x, residual)
+    # the same step again (its cache write is idempotent), now with the head
+    logits, _ = bench_chain.DecodeChain([layer], 2, step, shape, head).run(x, residual)
+    h, _ = reference.fused_add_rms_norm(body, body_residual, head.norm, bench_chain.EPS)
+    assert logits.shape == (1, shape.vocab)
+    torch.testing.assert_close(logits, F.linear(h, head.weight))
