@@ -7,9 +7,10 @@ for Llama-3.1-8B), so every projection is bound by reading its weight matrix. On
 so the weight is read once whatever the batch.
 
 The launch configuration of each (rows, N, K) comes from a table measured on the H100 against
-cuBLAS (`kernels/bench.py --only gemv --sweep`). More rows than MAX_ROWS go to torch's matmul
-(`ops.linear` decides from shapes alone). Nothing is tuned at run time: a tuning run would land
-inside CUDA-graph capture.
+cuBLAS (`kernels/bench.py --only gemv --sweep`) and, at 1 row, re-tuned inside the decode
+step's kernel chain with PDL on (`kernels/bench_gemv_chain.py`). More rows than MAX_ROWS go to
+torch's matmul (`ops.linear` decides from shapes alone). Nothing is tuned at run time: a tuning
+run would land inside CUDA-graph capture.
 
 On Hopper the kernel is launched with programmatic dependent launch (triton_utils.use_pdl): its
 programs start while the kernel before it drains, load their first weight tile (which no kernel
@@ -160,15 +161,30 @@ def _gemv_kernel(
 # --sweep (twice; a decode chain of calls replayed from a CUDA graph over rotating weights), the
 # kernel beat cuBLAS at all five shapes at 1 and 2 rows (BENCHMARKS.md), so every shape takes
 # the GEMV, with its row count's config: the fastest over the five shapes together, except
-# where another config was faster by more than the run-to-run spread (~0.5 us):
+# where another config was faster by more than the run-to-run spread (~0.5 us). (Figures from
+# before PDL; at 1 row the Llama layer shapes now take _TUNED's entries below.)
 _GENERIC: dict[int, GemvConfig] = {
     # qkv 18.2 us (cuBLAS 20.3), o 13.5 (15.5), gate_up 76.9 (82.3), lm_head 332.6 (373.0)
     1: GemvConfig(block_n=8, block_k=1024, num_warps=8, evict_first=False),
     # qkv 19.2 (21.0), o 13.5 (15.5), gate_up 78.4 (81.8), down 41.1 (43.9), lm_head 335.8 (373.6)
     2: GemvConfig(block_n=2, block_k=1024, num_warps=4),
 }
+# With PDL on, the 1-row table was re-tuned where it counts, in the batch-1 decode step's kernel
+# chain (kernels/bench_gemv_chain.py: 32 layers + lm_head in a CUDA graph, H100, 30 candidates a
+# projection, each timed in the chain with the other projections on the table). 2048-wide k
+# tiles won at all four layer projections (not investigated why; each program has half the
+# loop iterations, and its first tile, loaded before the PDL wait, is twice as large); lm_head
+# kept the generic config. The whole step: 5.515 -> 5.280 ms (medians of 5 captures each,
+# interleaved; spreads 0.032 and 0.042 ms); W2 end to end on another H100, runs interleaved:
+# 5.646 and 5.714 -> 5.522 and 5.558 ms per output token. Below, the chain's ms with only that
+# projection changed (median of 3; with the previous config in parentheses):
 _TUNED: dict[tuple[int, int, int], GemvConfig] = {
-    (1, 4096, 14336): GemvConfig(block_n=16, block_k=1024, num_warps=8),  # down 41.2 (43.6)
+    (1, 6144, 4096): GemvConfig(block_n=8, block_k=2048, num_warps=8),  # qkv 5.479 (5.536)
+    # o 5.449 (5.503)
+    (1, 4096, 4096): GemvConfig(block_n=8, block_k=2048, num_warps=8, evict_first=False),
+    (1, 28672, 4096): GemvConfig(block_n=4, block_k=2048, num_warps=4),  # gate_up 5.438 (5.492)
+    # down 5.445 (5.493; that 16 x 1024, 8 warps, ran 41.2 us a call alone without PDL)
+    (1, 4096, 14336): GemvConfig(block_n=4, block_k=2048, num_warps=4),
 }
 
 
