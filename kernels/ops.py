@@ -82,34 +82,6 @@ def paged_attention(
     )  # fmt: skip
 
 
-def causal_attention(
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    scale: float,
-    out: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Causal self-attention of one chunk with no cached context (see
-    reference.causal_attention). On CUDA in 16-bit: torch's FlashAttention (SDPA), which reads
-    the chunk's contiguous K/V; at 4 x 4096 tokens it took 1.02 ms where the paged extend kernel
-    took 1.33 (BENCHMARKS.md)."""
-    if not query.is_cuda or query.dtype not in (torch.bfloat16, torch.float16):
-        return reference.causal_attention(query, key, value, scale, out)
-    reference.check_causal_shapes(query, key, value, out)
-    o = torch.nn.functional.scaled_dot_product_attention(
-        query.transpose(0, 1).unsqueeze(0),
-        key.transpose(0, 1).unsqueeze(0),
-        value.transpose(0, 1).unsqueeze(0),
-        is_causal=True,
-        scale=scale,
-        enable_gqa=query.shape[1] != key.shape[1],
-    )  # (1, num_heads, num_tokens, head_dim)
-    if out is None:
-        out = torch.empty_like(query)
-    out.copy_(o[0].transpose(0, 1))
-    return out
-
-
 def cascade_attention(
     query: torch.Tensor,
     k_cache: torch.Tensor,

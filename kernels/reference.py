@@ -92,50 +92,6 @@ def paged_attention(
     return out
 
 
-def causal_attention(
-    query: torch.Tensor,  # (num_tokens, num_heads, head_dim): one sequence's tokens 0..n-1
-    key: torch.Tensor,  # (num_tokens, num_kv_heads, head_dim)
-    value: torch.Tensor,  # (num_tokens, num_kv_heads, head_dim)
-    scale: float,
-    out: torch.Tensor | None = None,  # (num_tokens, num_heads, head_dim)
-) -> torch.Tensor:
-    """Causal self-attention of one sequence with no cached context (a prompt's first chunk):
-    token j attends to tokens 0..j of the same K/V. paged_attention of that chunk, without the
-    cache (its keys are passed in); computed in float32, returned in query's dtype."""
-    check_causal_shapes(query, key, value, out)
-    if out is None:
-        out = torch.empty_like(query)
-    o = F.scaled_dot_product_attention(
-        query.transpose(0, 1).float(),
-        key.transpose(0, 1).float(),
-        value.transpose(0, 1).float(),
-        is_causal=True,
-        scale=scale,
-        enable_gqa=query.shape[1] != key.shape[1],
-    )  # (num_heads, num_tokens, head_dim)
-    out.copy_(o.transpose(0, 1))
-    return out
-
-
-def check_causal_shapes(
-    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, out: torch.Tensor | None
-) -> None:
-    """Raises ValueError unless causal_attention's arguments agree with each other."""
-    if query.dim() != 3 or key.dim() != 3 or key.shape != value.shape:
-        raise ValueError(
-            f"causal attention needs query (n, heads, d) and key/value (n, kv_heads, d) of one "
-            f"shape, got {tuple(query.shape)}, {tuple(key.shape)}, {tuple(value.shape)}"
-        )
-    n, num_heads, head_dim = query.shape
-    if key.shape[0] != n or key.shape[2] != head_dim or num_heads % key.shape[1]:
-        raise ValueError(
-            f"key/value {tuple(key.shape)} do not fit query {tuple(query.shape)} (same tokens "
-            "and head_dim; heads a multiple of kv_heads)"
-        )
-    if out is not None and out.shape != query.shape:
-        raise ValueError(f"out shape {tuple(out.shape)} != query shape {tuple(query.shape)}")
-
-
 def cascade_attention(
     query: torch.Tensor,  # (num_seqs, num_heads, head_dim): one new token per sequence
     k_cache: torch.Tensor,  # (num_blocks, block_size, num_kv_heads, head_dim)

@@ -31,9 +31,6 @@ class AttentionMetadata:
     num_decodes: int = 0
     """The first sequences with one new token each (the runner orders decodes first), so a mixed
     batch can run them through the decode kernel; every sequence in a pure decode batch."""
-    fresh_spans: tuple[tuple[int, int], ...] = ()
-    """Token ranges [start, end) of the batch's last sequences: long prefill chunks with no
-    cached context, attended over their own K/V (`causal_attention`) rather than the cache."""
     cascade_prefix: torch.Tensor | None = None
     """(2,) int32 on the device: (prefix_blocks, prefix_row) of a pure decode batch whose
     sequences share the prefix row's first prefix_blocks blocks, read once for all of them by

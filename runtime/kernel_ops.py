@@ -76,9 +76,6 @@ class KernelOps:
     """(x: (..., 2d)) -> silu(x[..., :d]) * x[..., d:]."""
     linear: Callable[[Tensor, Tensor, Tensor | None], Tensor]
     """(x, weight, bias) -> x @ weight.T (+ bias); decode-sized batches may take a GEMV."""
-    causal_attention: Callable[[Tensor, Tensor, Tensor, float, Tensor | None], Tensor]
-    """(query, key, value, scale, out) -> causal self-attention of one chunk that has no cached
-    context (its own K/V passed in, not read from the cache)."""
 
 
 def _from_module(name: str, module_name: str) -> KernelOps:
@@ -93,7 +90,6 @@ def _from_module(name: str, module_name: str) -> KernelOps:
         rotary_embedding=module.rotary_embedding,
         silu_and_mul=module.silu_and_mul,
         linear=module.linear,
-        causal_attention=module.causal_attention,
     )
 
 

@@ -75,8 +75,6 @@ class HostInputs:
     """Leading blocks of `cascade_prefix_row` that many sequences share (0: no cascade)."""
     cascade_prefix_row: int = 0
     """The sequence whose table holds the shared prefix blocks."""
-    fresh_spans: tuple[tuple[int, int], ...] = ()
-    """Token ranges [start, end) of the last sequences: long chunks with no cached context."""
 
     @property
     def is_pure_decode(self) -> bool:
@@ -100,7 +98,6 @@ class HostInputs:
                 max_query_len=self.max_query_len,
                 max_seq_len=int(self.seq_lens.max()),
                 num_decodes=self.num_decodes,
-                fresh_spans=self.fresh_spans,
                 cascade_prefix=(
                     to_device(
                         np.array([self.cascade_prefix_blocks, self.cascade_prefix_row]),
@@ -141,20 +138,16 @@ def prepare_host_inputs(
 ) -> HostInputs:
     """The host arrays of `chunks` (requests[i] is the request of chunks[i]).
 
-    Sequences are laid out decodes first (one new token each), then the other chunks, then long
-    chunks with no cached context, so the attention of a mixed batch can run its decodes through
-    the decode kernel (`num_decodes`) and the fresh chunks through `causal_attention`
-    (`fresh_spans`).
+    Sequences are laid out decodes first (one new token each), then the other chunks, so the
+    attention of a mixed batch can run its decodes through the decode kernel (`num_decodes`).
     """
     num_seqs = len(chunks)
-    ranks = [_layout_rank(c) for c in chunks]
-    if ranks != sorted(ranks):
-        order = sorted(range(num_seqs), key=ranks.__getitem__)  # stable: keeps chunk order
+    decodes = [i for i, c in enumerate(chunks) if c.num_new_tokens == 1]
+    num_decodes = len(decodes)
+    if 0 < num_decodes < num_seqs and decodes[-1] != num_decodes - 1:
+        order = decodes + [i for i, c in enumerate(chunks) if c.num_new_tokens != 1]
         chunks = [chunks[i] for i in order]
         requests = [requests[i] for i in order]
-        ranks = [ranks[i] for i in order]
-    num_decodes = ranks.count(0)
-    num_fresh = ranks.count(2)
     q_lens = np.fromiter((c.num_new_tokens for c in chunks), np.int64, num_seqs)
     starts = np.fromiter((c.num_computed_tokens for c in chunks), np.int64, num_seqs)
     query_start_loc = np.zeros(num_seqs + 1, dtype=np.int64)
@@ -223,26 +216,7 @@ def prepare_host_inputs(
         num_decodes=num_decodes,
         cascade_prefix_blocks=cascade.num_blocks if cascade else 0,
         cascade_prefix_row=cascade.row if cascade else 0,
-        fresh_spans=tuple(
-            (int(query_start_loc[i]), int(query_start_loc[i + 1]))
-            for i in range(num_seqs - num_fresh, num_seqs)
-        ),
     )
-
-
-FRESH_CHUNK_MIN_TOKENS = 1024
-"""A prefill chunk with no cached context and at least this many tokens is attended by
-`causal_attention` (FlashAttention over its own K/V on CUDA) instead of the paged extend kernel."""
-
-
-def _layout_rank(chunk: ScheduledChunk) -> int:
-    """Where a chunk goes in the batch: decodes (0) first, then chunks over cached context or
-    short ones (1), then long chunks with no cached context (2)."""
-    if chunk.num_new_tokens == 1:
-        return 0
-    if chunk.num_computed_tokens == 0 and chunk.num_new_tokens >= FRESH_CHUNK_MIN_TOKENS:
-        return 2
-    return 1
 
 
 @dataclass(frozen=True, slots=True)

@@ -124,38 +124,10 @@ class Attention(nn.Module):
             out = self.ops.cascade_attention(
                 *args, self.scale, meta.cascade_prefix
             )  # (num_tokens, num_heads, head_dim)
-        elif meta.fresh_spans:
-            out = self._attend_with_fresh_chunks(q, k, v, k_cache, v_cache, meta)
         else:
             out = self.ops.paged_attention(*args, self.scale, num_decodes=meta.num_decodes)
         projected: torch.Tensor = self.o_proj(out.reshape(num_tokens, self.q_size))
         return projected
-
-    def _attend_with_fresh_chunks(
-        self,
-        q: torch.Tensor,  # (num_tokens, num_heads, head_dim)
-        k: torch.Tensor,  # (num_tokens, num_kv_heads, head_dim): this step's keys
-        v: torch.Tensor,
-        k_cache: torch.Tensor,
-        v_cache: torch.Tensor,
-        meta: AttentionMetadata,
-    ) -> torch.Tensor:
-        """The batch's leading sequences (decodes, chunks over cached context) through the
-        paged kernels; each trailing fresh chunk through causal_attention over its own K/V."""
-        out = torch.empty_like(q)
-        first = meta.fresh_spans[0][0]  # the fresh chunks' first token
-        rest = meta.seq_lens.shape[0] - len(meta.fresh_spans)  # sequences before them
-        if first > 0:
-            self.ops.paged_attention(
-                q[:first], k_cache, v_cache, meta.block_tables[:rest], meta.seq_lens[:rest],
-                meta.query_start_loc[: rest + 1], self.scale, out[:first],
-                num_decodes=meta.num_decodes,
-            )  # fmt: skip
-        for start, end in meta.fresh_spans:
-            self.ops.causal_attention(
-                q[start:end], k[start:end], v[start:end], self.scale, out[start:end]
-            )
-        return out
 
 
 # Rows per pass through the MLP at most (long batches are cut into equal chunks). A 16K-token

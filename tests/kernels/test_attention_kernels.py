@@ -192,18 +192,3 @@ def test_the_tail_of_a_mixed_batch_gets_tiles_for_its_own_shape(
     out = ops.paged_attention(*args, batch.poisoned_out(), num_decodes=200)
     assert [c.block_m if c else None for c in configs] == [128]
     assert_relative_error(out, reference.paged_attention(*args), GPU_TOLERANCE)
-
-
-@pytest.mark.gpu
-@pytest.mark.parametrize("num_tokens", [1, 300, 2048])
-def test_causal_attention_of_a_fresh_chunk_on_the_gpu(
-    cuda: torch.device, assert_relative_error: CheckFn, num_tokens: int
-) -> None:
-    """FlashAttention (torch SDPA) over the chunk's own K/V equals paged attention of the chunk."""
-    batch = make_paged_batch(
-        [num_tokens], [num_tokens], num_heads=32, num_kv_heads=8, head_dim=128, block_size=16,
-        dtype=torch.bfloat16, device=cuda,
-    )  # fmt: skip
-    args = batch.attention_args(128**-0.5)
-    out = ops.causal_attention(batch.query, batch.key, batch.value, 128**-0.5, batch.poisoned_out())
-    assert_relative_error(out, reference.paged_attention(*args), GPU_TOLERANCE)
