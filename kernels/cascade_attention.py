@@ -268,7 +268,7 @@ def cascade_attention(
     pieces = prefix_splits or plan_prefix_pieces(
         row_tiles, num_kv_heads, max_context, device, config
     )
-    splits, _ = plan_splits(num_seqs, num_kv_heads, max_context, device, config.decode, num_splits)
+    splits = plan_splits(num_seqs, num_kv_heads, max_context, device, config.decode, num_splits)
     parts = empty_parts(num_seqs, num_heads, splits + pieces, head_dim, device)
     context_starts = torch.empty(num_seqs, dtype=torch.int32, device=device)
     _prefix_kernel[(row_tiles, num_kv_heads, pieces)](

@@ -236,11 +236,12 @@ def plan_splits(
     device: torch.device,
     config: DecodeConfig,
     num_splits: int | None = None,
-) -> tuple[int, int]:
-    """(splits, tokens_per_split) covering `max_context` keys; `num_splits` overrides the choice."""
+) -> int:
+    """The grid's splits per sequence for contexts of up to `max_context` keys (`num_splits`
+    overrides the choice). The kernel cuts each sequence's own keys into them; the count is
+    what whole BLOCK_N runs covering `max_context` need (rounding may leave fewer)."""
     splits = num_splits or choose_num_splits(num_seqs, num_kv_heads, max_context, device, config)
-    tokens_per_split = cdiv(cdiv(max_context, splits), config.block_n) * config.block_n
-    return cdiv(max_context, tokens_per_split), tokens_per_split  # rounding may leave fewer
+    return cdiv(max_context, cdiv(cdiv(max_context, splits), config.block_n) * config.block_n)
 
 
 def split_floor(config: DecodeConfig, num_splits: int | None) -> int:
@@ -383,7 +384,7 @@ def paged_attention(
     if out is None:
         out = torch.empty_like(query)
     max_context = block_tables.shape[1] * k_cache.shape[1]
-    splits, _ = plan_splits(num_seqs, num_kv_heads, max_context, query.device, config, num_splits)
+    splits = plan_splits(num_seqs, num_kv_heads, max_context, query.device, config, num_splits)
     parts = None
     if splits > 1:
         parts = empty_parts(num_seqs, num_heads, splits, head_dim, query.device)

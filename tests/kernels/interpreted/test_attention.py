@@ -166,7 +166,7 @@ def test_decode_merge_of_more_splits_than_one_merge_iteration(
     assert (
         decode_attention.plan_splits(
             3, 2, 20 * 16, torch.device("cpu"), decode_attention.DecodeConfig(block_n=16), 20
-        )[0]
+        )
         > decode_attention.MERGE_PARTS_BLOCK
     )
     assert_relative_error(out, reference.paged_attention(*args), TOLERANCE[torch.float32])
@@ -188,7 +188,7 @@ def test_decode_splits_follow_each_sequences_own_context(assert_relative_error: 
     )
     config = decode_attention.DecodeConfig(block_n=16, min_split_tokens=32, programs_per_sm=10)
     args = batch.attention_args(scale=32**-0.5)
-    splits, _ = decode_attention.plan_splits(
+    splits = decode_attention.plan_splits(
         4, 1, batch.block_tables.shape[1] * 16, torch.device("cpu"), config
     )
     assert splits == 18  # far more than any context here needs (7 at most)
