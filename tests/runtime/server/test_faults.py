@@ -14,7 +14,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from server_harness import ServerProcess, start_server, wait_for
+from server_harness import ServerProcess, start_server
 
 pytestmark = pytest.mark.slow
 
@@ -110,27 +110,35 @@ def test_sigterm_under_load_finishes_in_flight_and_refuses_new_requests(
         async with aiohttp.ClientSession() as session:
             url = server.url + "/v1/completions"
 
-            async def stream(max_tokens: int) -> list[Any]:
-                body = {"prompt": "quick fox", "max_tokens": max_tokens, "ignore_eos": True,
-                        "stream": True, "stream_options": {"include_usage": True}}  # fmt: skip
-                async with session.post(url, json=body) as response:
+            body = {"prompt": "quick fox", "max_tokens": 60, "ignore_eos": True, "stream": True,
+                    "stream_options": {"include_usage": True}}  # fmt: skip
+
+            async def read(response: aiohttp.ClientResponse) -> list[Any]:
+                async with response:
                     assert response.status == 200
                     return await _read_events(response)
 
-            # two run (max_num_seqs 2) and two wait (the waiting limit); a fixed sleep here was
-            # flaky both ways: on a loaded box the server had not seen all four yet, on a quiet
-            # one the first pair could already be done. Wait for the core to report the queue.
-            in_flight = [asyncio.create_task(stream(60)) for _ in range(4)]
-            waiting = "llmservice:num_requests_waiting"
-            assert await asyncio.to_thread(wait_for, server, waiting, 2, 30.0) >= 2
-            async with session.post(url, json={"prompt": "x", "max_tokens": 2}) as refused:
-                assert refused.status == 503 and refused.headers["Retry-After"]
-                assert "too many requests waiting" in (await refused.json())["error"]["message"]
-            server.process.send_signal(signal.SIGTERM)
-            assert await asyncio.to_thread(_wait_status, server, "/ready", 503)
-            async with session.post(url, json={"prompt": "x", "max_tokens": 2}) as refused:
-                assert refused.status == 503 and refused.headers["Retry-After"]
-                assert "shutting down" in (await refused.json())["error"]["message"]
+            # Two run (max_num_seqs 2) and two wait (the waiting limit). 60 tokens take ~80 ms
+            # on the CPU, so waiting on timing or on the core's metrics raced with the first pair
+            # finishing. With the core stopped nothing can finish; a stream's headers are sent
+            # only after its request is submitted, so four open streams are four in flight, and
+            # they still are when SIGTERM comes.
+            core_pid = server.core_pid()
+            os.kill(core_pid, signal.SIGSTOP)
+            try:
+                opened = await asyncio.gather(*(session.post(url, json=body) for _ in range(4)))
+                async with session.post(url, json={"prompt": "x", "max_tokens": 2}) as refused:
+                    assert refused.status == 503 and refused.headers["Retry-After"]
+                    message = (await refused.json())["error"]["message"]
+                    assert "too many requests waiting" in message
+                server.process.send_signal(signal.SIGTERM)
+                assert await asyncio.to_thread(_wait_status, server, "/ready", 503)
+                async with session.post(url, json={"prompt": "x", "max_tokens": 2}) as refused:
+                    assert refused.status == 503 and refused.headers["Retry-After"]
+                    assert "shutting down" in (await refused.json())["error"]["message"]
+            finally:
+                os.kill(core_pid, signal.SIGCONT)
+            in_flight = [read(response) for response in opened]
             for events in await asyncio.gather(*in_flight):
                 assert events[-1] == "[DONE]" and events[-2]["usage"]["completion_tokens"] == 60
                 assert [c["choices"][0]["finish_reason"] for c in events[:-2]][-1] == "length"
