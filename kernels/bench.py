@@ -65,10 +65,12 @@ DECODE_SWEEP = [
     for n, w, s, p in [(64, 4, 3, 8), (32, 4, 3, 2)]
 ]  # fmt: skip
 PREFILL_SWEEP = [
-    extend_attention.ExtendConfig(block_m=m, block_n=n, num_warps=w, num_stages=s)
-    for m, n, w, s in [
-        (128, 128, 8, 3), (128, 64, 4, 3), (256, 64, 8, 4), (256, 64, 16, 3), (256, 128, 16, 2),
-        (256, 32, 8, 4),
+    extend_attention.ExtendConfig(block_m=m, block_n=n, num_warps=w, num_stages=s, lazy_rescale=z)
+    for m, n, w, s, z in [
+        (128, 128, 8, 3, False), (128, 64, 4, 3, False), (256, 64, 8, 4, False),
+        (256, 64, 16, 3, False), (256, 128, 16, 2, False), (256, 32, 8, 4, False),
+        (256, 64, 8, 3, True), (256, 64, 8, 2, True), (256, 64, 16, 3, True),
+        (128, 128, 8, 3, True),
     ]
 ]  # fmt: skip
 
@@ -352,7 +354,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     if wanted("decode"):
         bench_decode(128, 8, device, [decode_attention.DecodeConfig()])  # split-KV at work
     if wanted("prefill"):
-        bench_prefill(128, 4, device, [extend_attention.default_config(128, device, 4 * 4096, 4)])
+        four = [extend_attention.default_config(128, device, 4 * 4096, 4)]
+        if options.sweep:  # the other lazy-rescale candidates at W3's shape too
+            four += [c for c in PREFILL_SWEEP if c.lazy_rescale and c not in four]
+        bench_prefill(128, 4, device, four)
     if wanted("mixed"):
         bench_mixed(device)
     if wanted("gemv"):

@@ -43,7 +43,14 @@ class ExtendConfig:
     """Warps per program."""
     num_stages: int = 3
     """Software-pipelining depth of the K/V loads."""
+    lazy_rescale: bool = False
+    """Rescale the running output only when a row's maximum grew by more than 2^8 (below)."""
 
+
+# With lazy rescaling the running maximum may lag the true one by up to this much (log2 units):
+# probabilities stay below 2^8, far inside bf16's and float32's range, and the output and its
+# normalizer are rescaled together, so the result is the same softmax.
+LAZY_RESCALE_LOG2 = tl.constexpr(8.0)
 
 # Batches averaging at least this many new tokens per sequence count as prefill-heavy.
 PREFILL_HEAVY_QUERY_LEN = 64
@@ -89,8 +96,13 @@ def _attend_keys(
     BLOCK_N: tl.constexpr,
     CAUSAL_MASK: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
+    LAZY_RESCALE: tl.constexpr = False,
 ):
-    """Folds keys [lo, hi) into the online softmax; masks causally (and hi) when asked."""
+    """Folds keys [lo, hi) into the online softmax; masks causally (and hi) when asked.
+
+    With LAZY_RESCALE, m_i may stay below the rows' true maximum (by less than 2^8): acc and
+    l_i are then relative to that m_i, which is all the final division and a merge need.
+    """
     offs_d = tl.arange(0, HEAD_DIM)
     for n0 in range(lo, hi, BLOCK_N):
         offs_n = n0 + tl.arange(0, BLOCK_N)
@@ -111,12 +123,27 @@ def _attend_keys(
         if CAUSAL_MASK:
             s = tl.where(offs_n[None, :] <= q_pos[:, None], s, float("-inf"))
         # m_i is in scaled (log2) units; the scale folds into one FMA before the exp2.
-        m_new = tl.maximum(m_i, tl.max(s, 1) * qk_scale)
-        p = tl.exp2(s * qk_scale - m_new[:, None])
-        alpha = tl.exp2(m_i - m_new)
-        l_i = l_i * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
-        m_i = m_new
+        m_tile = tl.max(s, 1) * qk_scale
+        if LAZY_RESCALE:
+            # FlashAttention-4's trick: the (BLOCK_M, HEAD_DIM) multiply of the output is skipped
+            # unless some row's maximum grew by more than 2^LAZY_RESCALE_LOG2 (always on the
+            # first tile, where m_i is -inf). A fully masked row has m_tile = -inf: no growth.
+            if tl.max(m_tile - m_i, 0) > LAZY_RESCALE_LOG2:
+                m_new = tl.maximum(m_i, m_tile)
+                alpha = tl.exp2(m_i - m_new)
+                l_i = l_i * alpha
+                acc = acc * alpha[:, None]
+                m_i = m_new
+            p = tl.exp2(s * qk_scale - m_i[:, None])
+            l_i = l_i + tl.sum(p, 1)
+            acc = tl.dot(p.to(v.dtype), v, acc, input_precision=DOT_PRECISION)
+        else:
+            m_new = tl.maximum(m_i, m_tile)
+            p = tl.exp2(s * qk_scale - m_new[:, None])
+            alpha = tl.exp2(m_i - m_new)
+            l_i = l_i * alpha + tl.sum(p, 1)
+            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
+            m_i = m_new
     return acc, l_i, m_i
 
 
@@ -153,6 +180,7 @@ def _extend_kernel(
     HEAD_DIM: tl.constexpr,
     BLOCK_N: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
+    LAZY_RESCALE: tl.constexpr,
 ):
     # One flat grid, KV heads varying fastest and tile ids reversed: a sequence's last tiles
     # see the most keys, so the heaviest programs of every head start first (shorter tail).
@@ -201,11 +229,12 @@ def _extend_kernel(
     acc, l_i, m_i = _attend_keys(
         acc, l_i, m_i, q, k_cache_ptr, v_cache_ptr, table, kv_offset, q_pos, 0, unmasked_end,
         qk_scale, cache_stride_b, cache_stride_s, BLOCK_SIZE, HEAD_DIM, BLOCK_N, False, DOT_PRECISION,
+        LAZY_RESCALE,
     )  # fmt: skip
     acc, l_i, m_i = _attend_keys(
         acc, l_i, m_i, q, k_cache_ptr, v_cache_ptr, table, kv_offset, q_pos, unmasked_end,
         last_pos + 1, qk_scale, cache_stride_b, cache_stride_s, BLOCK_SIZE, HEAD_DIM, BLOCK_N,
-        True, DOT_PRECISION,
+        True, DOT_PRECISION, LAZY_RESCALE,
     )  # fmt: skip
 
     acc = acc / l_i[:, None]
@@ -276,6 +305,7 @@ def paged_attention(
         HEAD_DIM=head_dim,
         BLOCK_N=config.block_n,
         DOT_PRECISION=dot_precision(query.dtype),
+        LAZY_RESCALE=config.lazy_rescale,
         num_warps=config.num_warps,
         num_stages=config.num_stages,
     )

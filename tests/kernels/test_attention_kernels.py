@@ -7,6 +7,7 @@ The same kernels run on tiny shapes in Triton's interpreter under tests/kernels/
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import pytest
@@ -125,6 +126,7 @@ def test_decode_kernel_small_batch_split_choices_gpu(
     ("head_dim", "block_size", "dtype"),
     [(128, 16, torch.bfloat16), (64, 32, torch.float16)],
 )
+@pytest.mark.parametrize("lazy_rescale", [False, True], ids=["rescale", "lazy_rescale"])
 def test_extend_kernel_real_shapes_gpu(
     cuda: torch.device,
     assert_relative_error: CheckFn,
@@ -133,6 +135,7 @@ def test_extend_kernel_real_shapes_gpu(
     head_dim: int,
     block_size: int,
     dtype: torch.dtype,
+    lazy_rescale: bool,
 ) -> None:
     from llmservice.kernels import extend_attention
 
@@ -140,7 +143,9 @@ def test_extend_kernel_real_shapes_gpu(
         cuda, seq_lens, query_lens, head_dim=head_dim, block_size=block_size, dtype=dtype
     )
     args = batch.attention_args(scale=head_dim**-0.5)
-    out = extend_attention.paged_attention(*args, batch.poisoned_out())
+    config = extend_attention.default_config(head_dim, cuda, sum(query_lens), len(seq_lens))
+    config = dataclasses.replace(config, lazy_rescale=lazy_rescale)
+    out = extend_attention.paged_attention(*args, batch.poisoned_out(), config=config)
     assert_relative_error(out, reference.paged_attention(*args), GPU_TOLERANCE)
 
 

@@ -5,6 +5,7 @@ float32 and float16 only: the interpreter's bfloat16 dot is broken (the GPU test
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import pytest
@@ -75,10 +76,11 @@ EXTEND_CASES = {
 }
 
 
+@pytest.mark.parametrize("lazy_rescale", [False, True], ids=["rescale", "lazy_rescale"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 @pytest.mark.parametrize("case", list(EXTEND_CASES))
 def test_extend_kernel_matches_reference(
-    assert_relative_error: CheckFn, case: str, dtype: torch.dtype
+    assert_relative_error: CheckFn, case: str, dtype: torch.dtype, lazy_rescale: bool
 ) -> None:
     seq_lens, query_lens, num_heads, num_kv_heads, head_dim, block_size = EXTEND_CASES[case]
     batch = make_paged_batch(
@@ -93,7 +95,36 @@ def test_extend_kernel_matches_reference(
         extra_table_columns=2,
     )
     args = batch.attention_args(scale=head_dim**-0.5)
-    out = extend_attention.paged_attention(*args, batch.poisoned_out())
+    config = extend_attention.default_config(head_dim, batch.query.device, 0, 1)
+    config = dataclasses.replace(config, lazy_rescale=lazy_rescale)
+    out = extend_attention.paged_attention(*args, batch.poisoned_out(), config=config)
+    assert_relative_error(out, reference.paged_attention(*args), TOLERANCE[dtype])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_lazy_rescale_follows_maxima_that_jump_and_creep(
+    assert_relative_error: CheckFn, dtype: torch.dtype
+) -> None:
+    """Six 16-key tiles whose scores sit near 0, 3, 20, 32.5, -50 and 100 (x log2(e) in the
+    kernel's units): the rescale is skipped on the growth of 4.3 and taken on 24.5, 18 and 72.
+    Never rescaling overflows float32 at 2^144; a threshold of 2^18 or more lets the float16
+    probabilities pass 2^16 and overflow."""
+    batch = make_paged_batch(
+        [96], [32], num_heads=4, num_kv_heads=1, head_dim=16, block_size=16, dtype=dtype
+    )
+    query, k_cache, v_cache, tables, seq_lens, starts, _ = batch.attention_args(scale=1.0)
+    query.fill_(1.0)
+    tile_scores = torch.tensor([0.0, 3.0, 20.0, 32.5, -50.0, 100.0])
+    for position in range(96):
+        block, row = int(tables[0, position // 16]), position % 16
+        noise = 0.02 * k_cache[block, row].float()  # the batch's random keys, made small
+        k_cache[block, row] = (noise + tile_scores[position // 16] / 16).to(dtype)
+    args = (query, k_cache, v_cache, tables, seq_lens, starts, 1.0)
+    config = extend_attention.ExtendConfig(
+        block_m=32, block_n=16, num_warps=4, num_stages=1, lazy_rescale=True
+    )
+    out = extend_attention.paged_attention(*args, batch.poisoned_out(), config=config)
+    assert torch.isfinite(out).all()
     assert_relative_error(out, reference.paged_attention(*args), TOLERANCE[dtype])
 
 
