@@ -124,7 +124,7 @@ class OutputProcessor:
                 raise ValueError(f"request id {core_id!r} is already in use")
             sample_params = params
             if params.n > 1 and params.seed is not None:
-                sample_params = params.with_seed(params.seed + index)
+                sample_params = params.with_seed(params.sample_seed(index))
             parent.samples.append(
                 self._new_sample(request_id, index, prompt_token_ids, sample_params)
             )

@@ -19,6 +19,7 @@ from typing import cast
 _GREEDY_EPSILON = 1e-5
 # The most top logprobs a request may ask for per token (OpenAI's and vLLM's default limit).
 MAX_LOGPROBS = 20
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,12 +119,21 @@ class SamplingParams:
         """A copy with another seed (each of n samples gets its own)."""
         return dataclasses.replace(self, seed=seed)
 
+    def sample_seed(self, index: int) -> int | None:
+        """The seed of sample `index` of n: seed + index, wrapped to stay a 64-bit integer."""
+        if self.seed is None:
+            return None
+        return (self.seed + index - INT64_MIN) % 2**64 + INT64_MIN
+
 
 def _check_int(name: str, value: object, minimum: int | None = None) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError(f"{name} must be an integer, got {value!r}")
     if minimum is not None and value < minimum:
         raise ValueError(f"{name} must be at least {minimum}, got {value}")
+    # Values go into int64 tensors and torch generators: a larger one would fail inside a step.
+    if not INT64_MIN <= value <= INT64_MAX:
+        raise ValueError(f"{name} must fit in a signed 64-bit integer, got {value}")
 
 
 def _check_number(name: str, value: object, minimum: float | None = None) -> None:

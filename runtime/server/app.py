@@ -18,7 +18,8 @@ from aiohttp.web_request import BaseRequest
 
 from llmservice import __version__
 from llmservice.runtime.server.auth import EXEMPT_PATHS, check_api_key
-from llmservice.runtime.server.errors import APIError, invalid_request
+from llmservice.runtime.server.core_client import EngineDeadError
+from llmservice.runtime.server.errors import APIError, invalid_request, overloaded
 from llmservice.runtime.server.metrics import ServerMetrics
 from llmservice.runtime.server.protocol import DetokenizeRequest, TokenizeRequest
 from llmservice.runtime.server.serving_chat import create_chat_completion, render_chat
@@ -88,6 +89,10 @@ async def _error_middleware(request: web.Request, handler: Handler) -> web.Strea
             raise
         message = error.reason if error.status != 413 else "the request body is too large"
         return APIError(error.status, message).to_response()
+    except EngineDeadError:
+        # The core died after the admission check and before the lifecycle marked it failed.
+        retry_after_s = request.app[_CONTEXT].state.retry_after_s
+        return overloaded("the engine is not available", retry_after_s).to_response()
     except Exception:
         logger.exception("unhandled error in %s %s", request.method, request.path)
         return APIError(500, "internal server error").to_response()

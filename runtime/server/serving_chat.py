@@ -57,7 +57,9 @@ async def create_chat_completion(
     room = check_prompt(token_ids, limit, "messages", context)
     if max_tokens is None:  # the default fills the model's room: n times that must fit too
         check_max_tokens(room, param, body.n, context)
-    params = sampling_params(body, room, (body.top_logprobs or 0) if body.logprobs else None)
+    params = sampling_params(
+        body, room, (body.top_logprobs or 0) if body.logprobs else None, context.vocab_size
+    )
     context.state.admit(body.n)
     log_request(context, request_id, prompt_text, token_ids, params)
     prompt = PromptInput(token_ids, prompt_text)

@@ -166,9 +166,14 @@ def check_prompt(
 
 
 def sampling_params(
-    body: SamplingFields, max_tokens: int | None, logprobs: int | None
+    body: SamplingFields, max_tokens: int | None, logprobs: int | None, vocab_size: int
 ) -> SamplingParams:
     """The engine's parameters; 400 naming the field when one is out of range."""
+    bad = next((t for t in body.stop_token_ids or () if not 0 <= t < vocab_size), None)
+    if bad is not None:
+        raise invalid_request(
+            f"stop token id {bad} is outside the vocabulary [0, {vocab_size})", "stop_token_ids"
+        )
     try:
         return SamplingParams(
             n=body.n,

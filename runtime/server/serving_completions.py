@@ -50,7 +50,7 @@ async def create_completion(request: web.Request, context: ServingContext) -> we
             p if p.text is not None else PromptInput(p.token_ids, tokenizer.decode(p.token_ids))
             for p in prompts
         ]
-    params = sampling_params(body, max_tokens, body.logprobs)
+    params = sampling_params(body, max_tokens, body.logprobs, context.vocab_size)
     context.state.admit(len(prompts) * body.n)
     for prompt in prompts:
         log_request(context, request_id, prompt.text, prompt.token_ids, params)

@@ -126,4 +126,9 @@ def test_errors_leave_the_engine_serving(llm: LLM) -> None:
         llm.generate({"text": "x"}, greedy)
     with pytest.raises(ValueError, match="2 sampling_params for 1 prompts"):
         llm.generate(PROMPTS[1], [greedy, greedy])
+    # A stop token past the vocabulary used to fail inside a step (the min_tokens mask).
+    vocab = llm.engine_core.model_config.vocab_size
+    with pytest.raises(ValueError, match="stop_token_ids"):
+        llm.generate(PROMPTS[1], SamplingParams(stop_token_ids=[vocab], min_tokens=2))
+    assert not llm.engine_core.has_unfinished_requests()
     assert llm.generate(PROMPTS[1], greedy)[0].outputs[0].token_ids == expected

@@ -56,6 +56,12 @@ def test_is_picklable_and_hashable() -> None:
         ("stop_token_ids", [-1]),
         ("stop_token_ids", "12"),
         ("ignore_eos", "yes"),
+        # Past int64 these used to crash a step (int64 tensors, torch generators).
+        ("top_k", 2**63),
+        ("seed", 2**63),
+        ("seed", -(2**63) - 1),
+        ("stop_token_ids", [2**63]),
+        ("max_tokens", 2**64),
     ],
 )
 def test_bad_values_name_the_field(field: str, value: Any) -> None:
@@ -66,3 +72,11 @@ def test_bad_values_name_the_field(field: str, value: Any) -> None:
 def test_min_tokens_above_max_tokens_is_rejected() -> None:
     with pytest.raises(ValueError, match="min_tokens"):
         SamplingParams(max_tokens=4, min_tokens=5)
+
+
+def test_each_of_n_samples_gets_its_own_seed_within_int64() -> None:
+    params = SamplingParams(n=3, seed=2**63 - 2)
+    seeds = [params.sample_seed(i) for i in range(3)]
+    assert seeds == [2**63 - 2, 2**63 - 1, -(2**63)]  # wrapped, never out of range
+    assert [SamplingParams(seed=s).seed for s in seeds] == seeds
+    assert SamplingParams(n=2).sample_seed(1) is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -75,3 +76,32 @@ def test_unknown_fields_are_kept_aside_and_reported() -> None:
         '{"messages": [{"role": "user", "content": "x"}], "zzz": 1, "aaa": {}}'
     )
     assert body.unknown_fields() == ["aaa", "zzz"]
+
+
+def test_an_engine_that_died_after_admission_answers_503_not_500() -> None:
+    """The core can die between the admission check and the submit, before the lifecycle
+    marks the failure: the request gets 503 with Retry-After, not an internal error."""
+    import asyncio
+
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from llmservice.runtime.server.app import build_app
+    from llmservice.runtime.server.core_client import EngineDeadError
+    from llmservice.runtime.server.metrics import ServerMetrics
+
+    class DeadRouter:
+        def submit(self, *args: Any, **kwargs: Any) -> Any:
+            raise EngineDeadError("the engine core failed")
+
+    context = dataclasses.replace(_context(), router=DeadRouter())
+    config = context.config
+
+    async def post() -> tuple[int, str | None, Any]:
+        app = build_app(context, ServerMetrics(config.latency_buckets))
+        async with TestClient(TestServer(app)) as client:
+            response = await client.post("/v1/completions", json={"prompt": [1, 2]})
+            return response.status, response.headers.get("Retry-After"), await response.json()
+
+    status, retry_after, body = asyncio.run(post())
+    assert (status, retry_after) == (503, "3")
+    assert body["error"]["message"] == "the engine is not available"

@@ -69,6 +69,14 @@ def _raw(server: ServerProcess, data: bytes) -> tuple[int, dict[str, Any]]:
         (COMPLETIONS, {"prompt": "x" * 300}, "prompt"),
         (COMPLETIONS, {"prompt": "the quick " * 2000}, "prompt"),  # tokenized in a thread
         (COMPLETIONS, {"prompt": [1] * 250, "max_tokens": 10}, "max_tokens"),
+        # These two used to crash the engine core inside a step (every request failed after).
+        (COMPLETIONS, {"prompt": "x", "top_k": 2**63}, "top_k"),
+        (
+            COMPLETIONS,
+            {"prompt": "x", "stop_token_ids": [10**6], "min_tokens": 2},
+            "stop_token_ids",
+        ),
+        (CHAT, {"messages": MESSAGES, "seed": -(2**63) - 1}, "seed"),
     ],
 )
 def test_invalid_requests_get_400_naming_the_field(
@@ -76,6 +84,8 @@ def test_invalid_requests_get_400_naming_the_field(
 ) -> None:
     status, _, answer = api_server.post(path, {"model": "tiny", **body})
     _assert_envelope(answer, status, 400, param)
+    status, _, answer = api_server.post(COMPLETIONS, {"prompt": "x", "max_tokens": 2})
+    assert status == 200 and answer["usage"]["completion_tokens"] == 2  # still serving
 
 
 def test_malformed_json_and_non_objects_get_400(api_server: ServerProcess) -> None:
