@@ -61,7 +61,10 @@ class SSEStream:
     async def close(self) -> None:
         """`data: [DONE]` and the end of the body."""
         await self._write(b"data: [DONE]\n\n")
-        await self._response.write_eof()
+        try:
+            await self._response.write_eof()
+        except ConnectionError as error:  # the client left right after the last event
+            raise ClientGone from error
 
     async def _write(self, data: bytes) -> None:
         if client_gone(self._request):
