@@ -50,8 +50,14 @@ def structural(node: Schema, defs: dict[str, Schema]) -> Schema:
     extra = node.get("additionalProperties")
     if isinstance(extra, dict):  # a map: dict[str, X]
         out["additionalProperties"] = structural(extra, defs)
-    if "propertyNames" in out:
-        _key_rules_to_cel(out, out.pop("propertyNames"))
+    keys = out.pop("propertyNames", {})
+    if "patternProperties" in out:
+        # A map whose keys have a pattern (dict[LabelKey, X]): pydantic puts the pattern here.
+        ((pattern, value),) = out.pop("patternProperties").items()
+        out["additionalProperties"] = structural(value, defs)
+        keys = {**keys, "pattern": pattern}
+    if keys:
+        _key_rules_to_cel(out, keys)
     if (
         out.get("type") == "object"
         and "properties" not in out

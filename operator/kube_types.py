@@ -11,16 +11,26 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, StringConstraints
+from pydantic import Field, StringConstraints, model_validator
 
-from llmservice.operator.schema_types import CamelModel
+from llmservice.operator.rules import (
+    PEER_ONE_KIND,
+    SELECTOR_VALUES,
+    TOLERATION_EXISTS_NO_VALUE,
+    TOLERATION_KEY_OR_EXISTS,
+    TOLERATION_SECONDS_NO_EXECUTE,
+)
+from llmservice.operator.schema_types import LABEL_KEY, LABEL_VALUE, CamelModel, cel_rules
 
-LabelKey = Annotated[str, StringConstraints(max_length=317)]
-LabelValue = Annotated[str, StringConstraints(max_length=63)]
+LabelKey = Annotated[str, StringConstraints(pattern=LABEL_KEY, max_length=317)]
+LabelValue = Annotated[str, StringConstraints(pattern=LABEL_VALUE, max_length=63)]
+INT64 = 2**63
 
 
 class LabelSelectorRequirement(CamelModel):
     """One `matchExpressions` entry of a label selector."""
+
+    model_config = CamelModel.model_config | {"json_schema_extra": cel_rules(SELECTOR_VALUES)}
 
     key: LabelKey = Field(description="The label key the selector applies to.")
     operator: Literal["In", "NotIn", "Exists", "DoesNotExist"] = Field(
@@ -31,6 +41,11 @@ class LabelSelectorRequirement(CamelModel):
         max_length=64,
         description="Values for In and NotIn; must be empty for Exists and DoesNotExist.",
     )
+
+    @model_validator(mode="after")
+    def _values_fit_operator(self) -> LabelSelectorRequirement:
+        SELECTOR_VALUES.require(bool(self.values) == (self.operator in ("In", "NotIn")))
+        return self
 
 
 class LabelSelector(CamelModel):
@@ -58,6 +73,8 @@ class IPBlock(CamelModel):
 class NetworkPolicyPeer(CamelModel):
     """Who may connect: pods by label, namespaces by label (both: pods in those namespaces), or IPs."""
 
+    model_config = CamelModel.model_config | {"json_schema_extra": cel_rules(PEER_ONE_KIND)}
+
     pod_selector: LabelSelector | None = Field(
         default=None,
         description="Pods allowed to connect; alone it means pods of the LLMService's namespace.",
@@ -67,9 +84,21 @@ class NetworkPolicyPeer(CamelModel):
     )
     ip_block: IPBlock | None = Field(default=None, description="IP ranges allowed to connect.")
 
+    @model_validator(mode="after")
+    def _one_kind_of_peer(self) -> NetworkPolicyPeer:
+        selectors = self.pod_selector is not None or self.namespace_selector is not None
+        PEER_ONE_KIND.require(selectors != (self.ip_block is not None))
+        return self
+
 
 class Toleration(CamelModel):
     """A Kubernetes toleration, e.g. for the taint a cloud puts on its GPU nodes."""
+
+    model_config = CamelModel.model_config | {
+        "json_schema_extra": cel_rules(
+            TOLERATION_KEY_OR_EXISTS, TOLERATION_SECONDS_NO_EXECUTE, TOLERATION_EXISTS_NO_VALUE
+        )
+    }
 
     key: LabelKey | None = Field(default=None, description="The taint key; empty matches all.")
     operator: Literal["Exists", "Equal"] | None = Field(
@@ -80,5 +109,17 @@ class Toleration(CamelModel):
         default=None, description="The taint effect to tolerate; empty matches all effects."
     )
     toleration_seconds: int | None = Field(
-        default=None, description="For NoExecute: how long the pod stays bound after the taint."
+        default=None,
+        ge=-INT64,
+        le=INT64 - 1,
+        description="For NoExecute: how long the pod stays bound after the taint.",
     )
+
+    @model_validator(mode="after")
+    def _kubernetes_rules(self) -> Toleration:
+        TOLERATION_KEY_OR_EXISTS.require(self.key is not None or self.operator == "Exists")
+        TOLERATION_SECONDS_NO_EXECUTE.require(
+            self.toleration_seconds is None or self.effect == "NoExecute"
+        )
+        TOLERATION_EXISTS_NO_VALUE.require(self.operator != "Exists" or not self.value)
+        return self

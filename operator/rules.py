@@ -19,12 +19,37 @@ MODEL_SOURCE = (
 )
 REVISION = r"^[-A-Za-z0-9_./]+$"
 # Flags the operator sets itself; extraArgs may not repeat them (the last one would win silently).
-RESERVED_FLAGS = (
-    "host|port|api-key|shutdown-timeout|device|served-model-name|max-model-len"
-    "|gpu-memory-utilization|max-num-seqs|max-num-batched-tokens|enable-prefix-caching"
-    "|no-enable-prefix-caching|scheduling-policy|reasoning-parser|tensor-parallel-size|dtype"
+RESERVED_FLAG_NAMES = (
+    "host",
+    "port",
+    "api-key",
+    "shutdown-timeout",
+    "device",
+    "served-model-name",
+    "max-model-len",
+    "gpu-memory-utilization",
+    "max-num-seqs",
+    "max-num-batched-tokens",
+    "enable-prefix-caching",
+    "no-enable-prefix-caching",
+    "scheduling-policy",
+    "reasoning-parser",
+    "tensor-parallel-size",
+    "dtype",
 )
-RESERVED_FLAG = rf"^--({RESERVED_FLAGS})(=.*)?$"
+
+
+def _prefixes(name: str) -> str:
+    """A regex for every non-empty prefix of name: port -> p(o(r(t)?)?)?."""
+    # NOTE: names are lowercase letters and '-', which need no escaping (the regex goes into a
+    # CEL string literal, where a backslash would need escaping too).
+    return name[0] + "".join(f"({c}" for c in name[1:]) + ")?" * (len(name) - 1)
+
+
+# argparse takes any unique prefix of a flag (--por=9000 is --port=9000), so every prefix is
+# reserved; the few that are not unique (--d) fail at start-up anyway. The value may hold any
+# character: a plain `.` stops at a newline, and int() of "\n9000" is 9000.
+RESERVED_FLAG = f"^--({'|'.join(_prefixes(name) for name in RESERVED_FLAG_NAMES)})(=(?s:.*))?$"
 
 SOURCE_FORMAT = CelRule(
     rule=f"self.matches('{MODEL_SOURCE}')",
@@ -42,8 +67,8 @@ RESERVED_ARGS = CelRule(
     rule=f"self.all(a, !a.matches('{RESERVED_FLAG}'))",
     message=(
         "spec.engine.extraArgs must not contain flags the operator sets (--host, --port, "
-        "--api-key, --shutdown-timeout, --device, or one of spec.engine's own fields): set the "
-        "spec field instead"
+        "--api-key, --shutdown-timeout, --device, or one of spec.engine's own fields), nor an "
+        "abbreviation of one (--por): set the spec field instead"
     ),
 )
 MIN_LE_MAX = CelRule(
@@ -104,4 +129,46 @@ NAME_IS_DNS_LABEL = CelRule(
         "starting with a letter): it names the Service clients connect to"
     ),
     field_path=".metadata.name",
+)
+# Kubernetes' own checks of tolerations, label selectors and network policy peers, moved to the
+# LLMService so a mistake is refused on apply instead of failing the Deployment's apply later.
+TOLERATION_KEY_OR_EXISTS = CelRule(
+    rule="has(self.key) || (has(self.operator) && self.operator == 'Exists')",
+    message=(
+        "spec.scheduling.tolerations: a toleration without a key must have operator Exists "
+        "(it tolerates every taint)"
+    ),
+    field_path=".operator",
+)
+TOLERATION_SECONDS_NO_EXECUTE = CelRule(
+    rule="!has(self.tolerationSeconds) || (has(self.effect) && self.effect == 'NoExecute')",
+    message="spec.scheduling.tolerations: tolerationSeconds applies only with effect NoExecute",
+    field_path=".effect",
+)
+TOLERATION_EXISTS_NO_VALUE = CelRule(
+    rule="!has(self.operator) || self.operator != 'Exists' || !has(self.value) || self.value == ''",
+    message="spec.scheduling.tolerations: a toleration with operator Exists must have no value",
+    field_path=".value",
+    reason="FieldValueForbidden",
+)
+SELECTOR_VALUES = CelRule(
+    rule=(
+        "self.operator in ['In', 'NotIn'] ? (has(self.values) && size(self.values) > 0) "
+        ": (!has(self.values) || size(self.values) == 0)"
+    ),
+    message=(
+        "spec.networkPolicy.allowFrom: matchExpressions with operator In or NotIn need values; "
+        "with Exists or DoesNotExist they take none"
+    ),
+    field_path=".values",
+)
+PEER_ONE_KIND = CelRule(
+    rule=(
+        "has(self.ipBlock) ? !has(self.podSelector) && !has(self.namespaceSelector) "
+        ": has(self.podSelector) || has(self.namespaceSelector)"
+    ),
+    message=(
+        "spec.networkPolicy.allowFrom: each entry needs podSelector and/or namespaceSelector, "
+        "or an ipBlock alone"
+    ),
 )

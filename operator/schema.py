@@ -13,7 +13,13 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from llmservice.operator.kube_types import LabelSelector, NetworkPolicyPeer, Toleration
+from llmservice.operator.kube_types import (
+    LabelKey,
+    LabelSelector,
+    LabelValue,
+    NetworkPolicyPeer,
+    Toleration,
+)
 from llmservice.operator.rules import (
     CLAIM_XOR_SIZE,
     CLASS_NEEDS_SIZE,
@@ -34,6 +40,7 @@ from llmservice.operator.schema_types import (
     EXTENDED_RESOURCE,
     CamelModel,
     IntOrPercent,
+    PositiveQuantity,
     Quantity,
     SecretKeyRef,
     cel_rules,
@@ -180,9 +187,11 @@ class Autoscaling(CamelModel):
             "prometheus-adapter) whose per-pod average is held at target."
         ),
     )
-    target: Quantity = Field(
+    target: PositiveQuantity = Field(
         default="5",
-        description="Per-pod average to hold (kv_cache_usage_perc is a fraction: 0.8 or 800m).",
+        description=(
+            "Per-pod average to hold, above 0 (kv_cache_usage_perc is a fraction: 0.8 or 800m)."
+        ),
     )
 
     @model_validator(mode="after")
@@ -222,8 +231,9 @@ class CachePVC(CamelModel):
         max_length=253,
         description="An existing PersistentVolumeClaim (ReadWriteMany when replicas > 1).",
     )
-    size: Quantity | None = Field(
-        default=None, description="Size of a per-pod ephemeral claim (deleted with the pod)."
+    size: PositiveQuantity | None = Field(
+        default=None,
+        description="Size (above 0) of a per-pod ephemeral claim, deleted with the pod.",
     )
     storage_class_name: str | None = Field(
         default=None,
@@ -248,8 +258,8 @@ class Cache(CamelModel):
 class Scheduling(CamelModel):
     """Where pods may run."""
 
-    node_selector: dict[str, str] = Field(
-        default_factory=dict, description="Node labels the pod requires."
+    node_selector: dict[LabelKey, LabelValue] = Field(
+        default_factory=dict, max_length=64, description="Node labels the pod requires."
     )
     tolerations: list[Toleration] = Field(
         default_factory=list,

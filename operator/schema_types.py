@@ -37,6 +37,20 @@ SECRET_KEY = r"^[-._a-zA-Z0-9]+$"
 QUANTITY = r"^([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+]?[0-9]+|m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$"
 # An int-or-string written as a percentage (rollout and disruption budget fields).
 PERCENT = r"^(100|[1-9]?[0-9])%$"
+# A label key (a qualified name): an optional DNS-subdomain prefix and '/', then 1-63 characters.
+LABEL_KEY = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+)
+# A label value: empty, or 1-63 characters starting and ending with a letter or digit.
+LABEL_VALUE = r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$"
+# A quantity above zero: a nonzero digit in the integer part or in the fraction.
+POSITIVE_QUANTITY = (
+    r"^([0-9]*[1-9][0-9]*(\.[0-9]*)?|[0-9]*\.[0-9]*[1-9][0-9]*)"
+    r"([eE][+]?[0-9]+|m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$"
+)
+# Counts in Deployments and PodDisruptionBudgets are int32.
+INT32_MAX = 2**31 - 1
 # An extended resource name, e.g. nvidia.com/gpu, amd.com/gpu, habana.ai/gaudi.
 EXTENDED_RESOURCE = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[a-zA-Z0-9]([-a-zA-Z0-9_.]*[a-zA-Z0-9])?$"
 
@@ -95,10 +109,10 @@ def _quantity_to_str(value: object) -> object:
 
 
 def _int_or_percent(value: int | str) -> int | str:
-    if (isinstance(value, int) and value < 0) or (
+    if (isinstance(value, int) and not 0 <= value <= INT32_MAX) or (
         isinstance(value, str) and re.fullmatch(PERCENT, value) is None
     ):
-        raise ValueError("must be a non-negative integer or a percentage such as 25%")
+        raise ValueError(f"must be an integer from 0 to {INT32_MAX} or a percentage such as 25%")
     return value
 
 
@@ -116,10 +130,18 @@ Quantity = Annotated[
 ]
 """A resource quantity (`8`, `500m`, `64Gi`); integers are accepted and kept as strings."""
 
+PositiveQuantity = Annotated[
+    str,
+    BeforeValidator(_quantity_to_str),
+    StringConstraints(pattern=POSITIVE_QUANTITY, max_length=64),
+    WithJsonSchema({**_INT_OR_STRING, "pattern": POSITIVE_QUANTITY, "minimum": 1}),
+]
+"""A quantity above zero (a volume size, an autoscaling target): Kubernetes refuses 0 there."""
+
 IntOrPercent = Annotated[
     int | str,
     AfterValidator(_int_or_percent),
-    WithJsonSchema({**_INT_OR_STRING, "pattern": PERCENT, "minimum": 0}),
+    WithJsonSchema({**_INT_OR_STRING, "pattern": PERCENT, "minimum": 0, "maximum": INT32_MAX}),
 ]
 """A count or a percentage of pods, as in a Deployment's rollout fields."""
 

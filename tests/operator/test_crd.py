@@ -166,14 +166,19 @@ def test_object_defaults_are_complete() -> None:
 
 
 def test_label_key_limits_become_a_cel_rule_over_the_map() -> None:
+    from llmservice.operator.schema_types import LABEL_KEY, LABEL_VALUE
+
     peer = openapi_schema()["properties"]["spec"]["properties"]["networkPolicy"]["properties"]
     selector = peer["allowFrom"]["items"]["properties"]["podSelector"]["properties"]
     match_labels = selector["matchLabels"]
     assert match_labels["maxProperties"] == 64  # bounds the rule's cost estimate
-    assert {
-        "rule": "self.all(k, size(k) <= 317)",
-        "message": "every key must satisfy maxLength 317",
-    } in (match_labels["x-kubernetes-validations"])
+    (rule,) = match_labels["x-kubernetes-validations"]
+    # pydantic's patternProperties (apiextensions/v1 has none) became the key pattern's check.
+    assert rule["rule"] == (
+        f"self.all(k, size(k) <= 317 && k.matches('{LABEL_KEY.replace(chr(92), chr(92) * 2)}'))"
+    )
+    assert "patternProperties" not in match_labels
+    assert match_labels["additionalProperties"]["pattern"] == LABEL_VALUE
 
 
 def test_a_map_key_constraint_without_a_cel_translation_is_refused() -> None:

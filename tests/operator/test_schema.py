@@ -76,6 +76,59 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
     ),
     ("misspelt field", {"replica": 2}, "spec.replica"),
     ("shutdown too long", {"shutdownTimeoutSeconds": 7200}, "spec.shutdownTimeoutSeconds"),
+    # Found by test_fuzz_render.py: accepted before, then refused by Kubernetes or the runtime.
+    (
+        "abbreviated reserved flag",
+        {"engine": {"extraArgs": ["--por=9000"]}},
+        "spec.engine.extraArgs",
+    ),
+    (
+        "reserved flag with a newline value",
+        {"engine": {"extraArgs": ["--port=\n9001"]}},
+        "spec.engine.extraArgs",
+    ),
+    ("node selector value", {"scheduling": {"nodeSelector": {"gpu": "--"}}}, "spec.scheduling"),
+    ("node selector key", {"scheduling": {"nodeSelector": {"a b": "x"}}}, "spec.scheduling"),
+    (
+        "toleration without key or Exists",
+        {"scheduling": {"tolerations": [{"value": "x"}]}},
+        "spec.scheduling.tolerations",
+    ),
+    (
+        "tolerationSeconds without NoExecute",
+        {"scheduling": {"tolerations": [{"key": "k", "tolerationSeconds": 5}]}},
+        "spec.scheduling.tolerations",
+    ),
+    (
+        "toleration Exists with a value",
+        {"scheduling": {"tolerations": [{"key": "k", "operator": "Exists", "value": "v"}]}},
+        "spec.scheduling.tolerations",
+    ),
+    ("empty peer", {"networkPolicy": {"allowFrom": [{}]}}, "spec.networkPolicy.allowFrom"),
+    (
+        "ipBlock with a selector",
+        {"networkPolicy": {"allowFrom": [{"ipBlock": {"cidr": "10.0.0.0/8"}, "podSelector": {}}]}},
+        "spec.networkPolicy.allowFrom",
+    ),
+    (
+        "In without values",
+        {
+            "networkPolicy": {
+                "allowFrom": [
+                    {"podSelector": {"matchExpressions": [{"key": "a", "operator": "In"}]}}
+                ]
+            }
+        },
+        "spec.networkPolicy.allowFrom",
+    ),
+    ("zero cache size", {"cache": {"pvc": {"size": "0Gi"}}}, "spec.cache.pvc.size"),
+    ("zero autoscaling target", {"autoscaling": {"target": "0"}}, "spec.autoscaling.target"),
+    ("maxSurge beyond int32", {"rollout": {"maxSurge": 2**31}}, "spec.rollout.maxSurge"),
+    (
+        "disruption budget beyond int32",
+        {"disruptionBudget": {"maxUnavailable": 2**40}},
+        "spec.disruptionBudget.maxUnavailable",
+    ),
 ]
 
 
