@@ -106,6 +106,19 @@ INVALID: list[tuple[str, Obj, str]] = [
         "spec.shutdownTimeoutSeconds",
     ),
     ("unknown-field", _with({"replica": 2}), "spec.replica"),
+    # Accepted before the schema fuzz (tests/operator/test_fuzz_render.py), refused later by
+    # the runtime's argument parser or by Kubernetes on the objects the operator creates:
+    (
+        "abbreviated-operator-owned-arg",
+        _with({"engine.extraArgs": ["--por=9000"]}),
+        "spec.engine.extraArgs",
+    ),
+    (
+        "node-selector-value-not-a-label",
+        _with({"scheduling": {"nodeSelector": {"gpu": "--"}}}),
+        "spec.scheduling.nodeSelector",
+    ),
+    ("zero-cache-size", _with({"cache": {"pvc": {"size": "0Gi"}}}), "spec.cache.pvc.size"),
 ]
 # A valid object name that cannot name a Service (clients connect to <name>.<namespace>.svc).
 INVALID.append(("not-a-dns-label", small_llmservice("llama.8b", "placeholder"), "metadata.name"))
