@@ -125,9 +125,15 @@ def check_max_tokens(max_tokens: int | None, param: str, n: int, context: Servin
             f"({room} tokens: max_model_len {context.max_model_len} minus a 1-token prompt)",
             param,
         )
+    check_output_cap(n * max_tokens, f"n * {param}", param, context)
+
+
+def check_output_cap(tokens: int, what: str, param: str, context: ServingContext) -> None:
+    """The output tokens a whole request may ask for (`what`, e.g. n * max_tokens) stay under
+    `max_sequences_per_request` full-length sequences."""
     cap = context.config.max_sequences_per_request * context.max_model_len
-    if n * max_tokens > cap:
-        raise invalid_request(f"n * {param} = {n * max_tokens} is above the limit {cap}", param)
+    if tokens > cap:
+        raise invalid_request(f"{what} = {tokens} is above the limit {cap}", param)
 
 
 def check_logprobs(top: int | None, param: str) -> None:

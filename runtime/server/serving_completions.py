@@ -16,6 +16,7 @@ from llmservice.runtime.server.serving_common import (
     check_common,
     check_logprobs,
     check_max_tokens,
+    check_output_cap,
     check_prompt,
     created,
     log_request,
@@ -42,8 +43,13 @@ async def create_completion(request: web.Request, context: ServingContext) -> we
     if body.echo and body.logprobs is not None:
         raise not_implemented("echo with logprobs (prompt logprobs)", "echo")
     prompts = await _tokenize(body.prompt, context)
-    for prompt in prompts:
-        check_prompt(prompt.token_ids, limit, "prompt", context)
+    rooms = [check_prompt(prompt.token_ids, limit, "prompt", context) for prompt in prompts]
+    # Each prompt of a batch gets n samples, and a null max_tokens means each prompt's room:
+    # the cap checked above for one prompt holds for the request as a whole.
+    what = f"n * {limit[1]} summed over {len(prompts)} prompt(s)"
+    if max_tokens is None:
+        what += f" ({limit[1]} null: the room each prompt leaves)"
+    check_output_cap(body.n * sum(rooms), what, limit[1], context)
     if body.echo:  # echoed token-id prompts need their text
         tokenizer = context.require_tokenizer()
         prompts = [

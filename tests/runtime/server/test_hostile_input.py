@@ -7,8 +7,15 @@ from typing import Any
 
 import pytest
 from aiohttp.client_exceptions import ClientConnectionResetError
+from aiohttp.test_utils import TestClient, TestServer
 
+from llmservice.runtime.server.app import build_app
+from llmservice.runtime.server.config import ServerConfig
+from llmservice.runtime.server.core_client import EngineDeadError
+from llmservice.runtime.server.metrics import ServerMetrics
+from llmservice.runtime.server.serving_common import ServingContext
 from llmservice.runtime.server.sse import ClientGone, SSEStream
+from llmservice.runtime.server.state import ServerState
 
 
 class _OpenTransport:
@@ -46,3 +53,67 @@ def test_a_client_that_leaves_at_the_end_of_a_stream_is_gone_not_an_internal_err
     with pytest.raises(ClientGone):
         asyncio.run(close())
     assert response.written == [b"data: [DONE]\n\n"]
+
+
+class _RecordingRouter:
+    """Records what passed validation; answers as a dead engine (503) so nothing runs."""
+
+    def __init__(self) -> None:
+        self.submitted: list[tuple[int, int | None]] = []
+
+    def submit(self, request_id: str, prompts: list[Any], params: Any, *args: Any) -> Any:
+        self.submitted.append((len(prompts) * params.n, params.max_tokens))
+        raise EngineDeadError("not started")
+
+
+def _post_completions(body: dict[str, Any]) -> tuple[int, dict[str, Any], _RecordingRouter]:
+    router = _RecordingRouter()
+    state = ServerState(max_waiting=None, retry_after_s=1, waiting_estimate=lambda: 0)
+    state.loaded = True
+    config = ServerConfig(model="m", served_model_names=("m",))  # cap: 32 x 64 tokens
+    context = ServingContext(
+        config=config,
+        tokenizer=None,
+        router=router,  # type: ignore[arg-type]
+        state=state,
+        max_model_len=64,
+        vocab_size=100,
+        scheduling_policy="fcfs",
+    )
+
+    async def post() -> tuple[int, dict[str, Any]]:
+        app = build_app(context, ServerMetrics(config.latency_buckets))
+        async with TestClient(TestServer(app)) as client:
+            response = await client.post("/v1/completions", json=body)
+            return response.status, await response.json()
+
+    status, answer = asyncio.run(post())
+    return status, answer, router
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        # max_tokens null: each of the 64 samples may fill its room (62 tokens): 3,968 > 2,048
+        {"prompt": [1, 2], "n": 64, "max_tokens": None},
+        # a batch of 40 prompts, 60 tokens each: 2,400 > 2,048
+        {"prompt": [[1]] * 40, "max_tokens": 60},
+    ],
+)
+def test_the_output_cap_covers_a_null_max_tokens_and_every_prompt_of_a_batch(
+    body: dict[str, Any],
+) -> None:
+    # Found by the storm: {"prompt": "quick", "n": 128, "max_tokens": null} ran 128 full-length
+    # sequences (16,128 tokens, two minutes of the CPU engine) past the cap on n * max_tokens,
+    # which only looked at a max_tokens the client had sent and at one prompt.
+    status, answer, router = _post_completions(body)
+    assert status == 400, answer
+    assert "is above the limit 2048" in answer["error"]["message"]
+    assert answer["error"]["param"] == "max_tokens"
+    assert router.submitted == []
+
+
+def test_a_batch_under_the_output_cap_is_submitted() -> None:
+    status, _, router = _post_completions({"prompt": [[1], [2, 3]], "n": 2, "max_tokens": None})
+    assert status == 503  # the recording router's dead engine, after validation passed
+    assert router.submitted == [(4, None)]
