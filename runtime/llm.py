@@ -97,8 +97,7 @@ class LLM:
                     self._add_request(text, token_ids, params, priority[i] if priority else 0)
                 )
         except Exception:
-            for request_id in request_ids:
-                self.engine_core.abort_requests(self.output_processor.abort_request(request_id))
+            self._abort(request_ids)
             raise
         return self._run(request_ids)
 
@@ -138,20 +137,31 @@ class LLM:
             for core_request in core_requests:
                 self.engine_core.add_request(core_request)
         except Exception:
-            self.engine_core.abort_requests(self.output_processor.abort_request(request_id))
+            self._abort([request_id])
             raise
         return request_id
 
     def _run(self, request_ids: list[str]) -> list[RequestOutput]:
         outputs: dict[str, RequestOutput] = {}
-        while len(outputs) < len(request_ids):
-            if not self.engine_core.has_unfinished_requests():
-                raise RuntimeError("the engine went idle with requests still unfinished")
-            processed = self.output_processor.process_outputs(self.engine_core.step())
-            self.engine_core.abort_requests(processed.abort_ids)
-            for output in processed.finished:
-                outputs[output.request_id] = output
+        try:
+            while len(outputs) < len(request_ids):
+                if not self.engine_core.has_unfinished_requests():
+                    raise RuntimeError("the engine went idle with requests still unfinished")
+                processed = self.output_processor.process_outputs(self.engine_core.step())
+                self.engine_core.abort_requests(processed.abort_ids)
+                for output in processed.finished:
+                    outputs[output.request_id] = output
+        except BaseException:
+            # NOTE: an interrupted call (Ctrl-C included) must not leave its requests running:
+            # the next call would step them too, and their outputs would count as its own.
+            self._abort([r for r in request_ids if r not in outputs])
+            raise
         return [outputs[request_id] for request_id in request_ids]
+
+    def _abort(self, request_ids: list[str]) -> None:
+        """Drop requests from the output processor and the engine (their KV blocks freed)."""
+        for request_id in request_ids:
+            self.engine_core.abort_requests(self.output_processor.abort_request(request_id))
 
     def _parse_prompt(self, prompt: PromptType) -> tuple[str | None, list[int]]:
         if isinstance(prompt, str):
