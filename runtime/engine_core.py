@@ -9,10 +9,11 @@ On CUDA the loop is overlapped (async scheduling, as vLLM v1's): while the devic
 `step()` schedules step N+1 with placeholders for the tokens of N, queues it behind N (its
 placeholder rows are fed from N's sampled tokens on the device), and only then waits for N's
 tokens, appends them and checks stops. A request that finished at N had one extra token computed
-at N+1, which is dropped; aborts (stop strings) land one step late. Only plain-greedy requests
-can run ahead of their tokens (`overlap_safe`): while any unfinished request needs host-side
-state (sampling, penalties, logprobs, min_tokens), the engine drains the step in flight and runs
-synchronously. The CPU path is synchronous unless `async_scheduling` is set.
+at N+1, which is dropped; aborts (stop strings) land one step late. Greedy and sampled requests
+(temperature, top-k/top-p/min-p, seeds, logprobs) run ahead of their tokens (`overlap_safe`);
+while any unfinished request needs its token history on the host (penalties, min_tokens), the
+engine drains the step in flight and runs synchronously. The CPU path is synchronous unless
+`async_scheduling` is set.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 from llmservice.kvcache import KVCacheManager
 from llmservice.runtime.config import EngineConfig
 from llmservice.runtime.model_config import ModelConfig
-from llmservice.runtime.model_runner import GreedyStep, ModelRunner, RunnerOutput, overlap_safe
+from llmservice.runtime.model_runner import LaunchedStep, ModelRunner, RunnerOutput, overlap_safe
 from llmservice.runtime.outputs import TokenLogprobs
 from llmservice.runtime.sampling_params import SamplingParams
 from llmservice.scheduler import (
@@ -113,7 +114,7 @@ class EngineCore:
         # Unfinished requests that need the synchronous step (not `overlap_safe`).
         self._sync_only: set[str] = set()
         # The launched step whose tokens are not applied yet.
-        self._in_flight: tuple[SchedulerOutput, GreedyStep] | None = None
+        self._in_flight: tuple[SchedulerOutput, LaunchedStep] | None = None
 
     @property
     def model_config(self) -> ModelConfig:
@@ -222,9 +223,7 @@ class EngineCore:
         if overlap and self.scheduler.has_unfinished_requests():
             scheduled = self.scheduler.schedule(async_output=True)
             previous = None if in_flight is None else in_flight[1]
-            launched = self.model_runner.launch_greedy(
-                scheduled, self.scheduler.get_request, previous
-            )
+            launched = self.model_runner.launch(scheduled, self.scheduler.get_request, previous)
             self._in_flight = (scheduled, launched)
         if in_flight is None:
             return []

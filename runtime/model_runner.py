@@ -3,11 +3,11 @@
 `execute` turns a `SchedulerOutput` into flat tensors (model_inputs.py), runs one forward pass
 over the mixed batch of prefill chunks and decode tokens, and samples one token for every chunk
 that reaches the end of its request's known tokens. On CUDA, pure-decode steps replay a captured graph
-(cuda_graphs.py) and mixed steps run eagerly. `launch_greedy` is the async form of a greedy
-step: it queues the forward pass and the argmax on the device and returns a `GreedyStep` whose
-tokens reach the host later (one non-blocking copy into pinned memory and an event), so the
+(cuda_graphs.py) and mixed steps run eagerly. `launch` is the async form of a step: it queues
+the forward pass and the sampling on the device and returns a `LaunchedStep` whose tokens (and
+logprobs) reach the host later (non-blocking copies into pinned memory and an event), so the
 engine can schedule the next step meanwhile; placeholder rows of that next step are fed from
-`GreedyStep.tokens` on the device. Per-request sampling state (parameters, the
+`LaunchedStep.tokens` on the device. Per-request sampling state (parameters, the
 seeded generator) lives here from `add_request` until the scheduler reports the request gone.
 """
 
@@ -32,7 +32,7 @@ from llmservice.runtime.model_inputs import (
 )
 from llmservice.runtime.models.loader import load_model
 from llmservice.runtime.outputs import TokenLogprobs
-from llmservice.runtime.sampler import Sampler
+from llmservice.runtime.sampler import LogprobTensors, SampledTensors, Sampler
 from llmservice.runtime.sampling_metadata import SamplingMetadata, SamplingRow
 from llmservice.runtime.sampling_params import SamplingParams
 from llmservice.runtime.warmup import warm_up
@@ -54,24 +54,32 @@ class RunnerOutput:
     """Request id -> the new token's logprobs (only requests that asked)."""
 
 
-class GreedyStep:
-    """A launched greedy step: its argmax tokens on the device, on their way to the host."""
+class LaunchedStep:
+    """A launched step: its sampled tokens (and logprobs) on the device, on their way to the
+    host."""
 
-    def __init__(self, request_ids: tuple[str, ...], tokens: torch.Tensor | None) -> None:
+    def __init__(self, request_ids: tuple[str, ...], sampled: SampledTensors | None) -> None:
         self.request_ids = request_ids
         """The request of each sampled row."""
-        self.tokens = tokens
+        self.tokens = None if sampled is None else sampled.tokens
         """(num_sampled,) int64 on the device (None: nothing sampled)."""
+        self._sampled = sampled
         self._rows: dict[str, int] | None = None
-        self._host: torch.Tensor | None = None
+        self._host: list[torch.Tensor] = []
         self._event: torch.cuda.Event | None = None
-        if tokens is not None and tokens.is_cuda:
-            self._host = torch.empty(tokens.shape, dtype=tokens.dtype, pin_memory=True)
-            self._host.copy_(tokens, non_blocking=True)
+        if sampled is None:
+            return
+        device_tensors = [sampled.tokens]
+        if sampled.logprobs is not None:
+            device_tensors += sampled.logprobs.tensors()
+        if sampled.tokens.is_cuda:
+            for tensor in device_tensors:
+                host = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
+                self._host.append(host.copy_(tensor, non_blocking=True))
             self._event = torch.cuda.Event()  # type: ignore[no-untyped-call]
             self._event.record()
         else:
-            self._host = tokens
+            self._host = device_tensors
 
     def row_of(self, request_id: str) -> int:
         """The row of a request's sampled token; RuntimeError if it sampled none."""
@@ -85,13 +93,20 @@ class GreedyStep:
         return row
 
     def result(self) -> RunnerOutput:
-        """Wait for the tokens on the host."""
-        if self._host is None:
+        """Wait for the tokens (and logprobs) on the host."""
+        if self._sampled is None:
             return RunnerOutput({}, {})
         if self._event is not None:
             self._event.synchronize()
-        tokens: list[int] = self._host.tolist()
-        return RunnerOutput(dict(zip(self.request_ids, tokens, strict=True)), {})
+        tokens: list[int] = self._host[0].tolist()
+        sampled = dict(zip(self.request_ids, tokens, strict=True))
+        if self._sampled.logprobs is None:
+            return RunnerOutput(sampled, {})
+        rows = LogprobTensors.of(self._host[1:]).rows(tokens, self._sampled.num_logprobs)
+        logprobs = {
+            rid: lp for rid, lp in zip(self.request_ids, rows, strict=True) if lp is not None
+        }
+        return RunnerOutput(sampled, logprobs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,46 +172,32 @@ class ModelRunner:
     ) -> RunnerOutput:
         """Run the forward pass of `output` and sample; the scheduler has already advanced
         every chunk's request past the chunk (num_computed_tokens)."""
-        self.remove_requests(output.finished_ids)
-        if not output.chunks:
-            return RunnerOutput({}, {})
-        requests = [_known(get_request, chunk) for chunk in output.chunks]
-        host = prepare_host_inputs(output.chunks, requests, self.block_size)
-        logits = self._compute_logits(host)  # (num_sampled, vocab)
-        ids = host.sampled_request_ids
-        if not ids:
-            return RunnerOutput({}, {})
-        by_id = {request.request_id: request for request in requests}
-        rows = [
-            SamplingRow(self._requests[rid].params, by_id[rid], self._requests[rid].generator)
-            for rid in ids
-        ]
-        if _all_plain_greedy(rows):
-            # One argmax on the device and one copy of the ids: no per-step metadata tensors.
-            return GreedyStep(ids, logits.argmax(dim=-1)).result()
-        sampled = self.sampler(logits, SamplingMetadata.build(rows, self.device))
-        return RunnerOutput(
-            sampled_token_ids=dict(zip(ids, sampled.token_ids, strict=True)),
-            logprobs={
-                rid: lp for rid, lp in zip(ids, sampled.logprobs, strict=True) if lp is not None
-            },
-        )
+        return self._launch(output, get_request, None).result()
 
     @torch.inference_mode()
-    def launch_greedy(
+    def launch(
         self,
         output: SchedulerOutput,
         get_request: Callable[[str], Request | None],
-        previous: GreedyStep | None,
-    ) -> GreedyStep:
-        """Queue the forward pass and argmax of `output` without waiting for the tokens.
+        previous: LaunchedStep | None,
+    ) -> LaunchedStep:
+        """Queue the forward pass and sampling of `output` without waiting for the tokens.
 
-        Every request must be plain greedy (the engine checks `overlap_safe`); a placeholder
-        row of a request takes its token from `previous`, on the device.
+        A placeholder row of a request takes its token from `previous`, on the device; the
+        engine launches ahead only requests whose sampling needs no host-side token history
+        (`overlap_safe`).
         """
+        return self._launch(output, get_request, previous)
+
+    def _launch(
+        self,
+        output: SchedulerOutput,
+        get_request: Callable[[str], Request | None],
+        previous: LaunchedStep | None,
+    ) -> LaunchedStep:
         self.remove_requests(output.finished_ids)
         if not output.chunks:
-            return GreedyStep((), None)
+            return LaunchedStep((), None)
         requests = [_known(get_request, chunk) for chunk in output.chunks]
         host = prepare_host_inputs(output.chunks, requests, self.block_size)
         feed = None
@@ -213,9 +214,20 @@ class ModelRunner:
             )
             feed = (index[0], previous.tokens.index_select(0, index[1]))
         logits = self._compute_logits(host, feed)  # (num_sampled, vocab)
-        if not host.sampled_request_ids:
-            return GreedyStep((), None)
-        return GreedyStep(host.sampled_request_ids, logits.argmax(dim=-1))
+        ids = host.sampled_request_ids
+        if not ids:
+            return LaunchedStep((), None)
+        by_id = {request.request_id: request for request in requests}
+        rows = [
+            SamplingRow(self._requests[rid].params, by_id[rid], self._requests[rid].generator)
+            for rid in ids
+        ]
+        if _all_plain_greedy(rows):
+            # One argmax on the device and one copy of the ids: no per-step metadata tensors.
+            return LaunchedStep(ids, SampledTensors(logits.argmax(dim=-1), None, []))
+        return LaunchedStep(
+            ids, self.sampler.sample(logits, SamplingMetadata.build(rows, self.device))
+        )
 
     def _compute_logits(
         self, host: HostInputs, feed: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -326,9 +338,15 @@ class ModelRunner:
 
 
 def overlap_safe(params: SamplingParams) -> bool:
-    """Whether a request's tokens need no host-side per-token state to sample (plain greedy,
-    no min_tokens mask), so its steps can be launched before the previous token is known."""
-    return _argmax_suffices(params) and params.min_tokens == 0
+    """Whether a request's tokens need no host-side token history to sample (no penalties,
+    no min_tokens mask), so its steps can be launched before the previous token is known.
+    Temperature, top-k/top-p/min-p, seeds and logprobs all run on the device."""
+    return (
+        params.min_tokens == 0
+        and params.repetition_penalty == 1.0
+        and params.presence_penalty == 0.0
+        and params.frequency_penalty == 0.0
+    )
 
 
 def _argmax_suffices(params: SamplingParams) -> bool:

@@ -9,9 +9,13 @@ Order of operations, per row:
 5. other rows: temperature, then min-p, then top-k and top-p, then a draw.
 
 The draw is the exponential race `argmax(p / q)` with `q ~ Exp(1)`, which samples from p. A
-seeded request draws its q from its own generator, always exactly one vocabulary-sized vector
-per sampled token, so its tokens depend only on its seed and its own logits, never on which
-other requests share the batch.
+seeded request draws its q from its own generator, re-seeded for every token from the request's
+seed and the token's position, so its tokens depend only on its seed and its own logits: never
+on which other requests share the batch, nor on draws thrown away (a token computed after the
+request finished, or before it was preempted and recomputed, as the overlapped loop does).
+
+`sample` leaves everything on the device (the overlapped loop copies it to the host later);
+calling the sampler returns host values.
 """
 
 from __future__ import annotations
@@ -34,6 +38,78 @@ class SamplerOutput:
     """Per row, None unless the request set `logprobs`."""
 
 
+@dataclass(frozen=True, slots=True)
+class LogprobTensors:
+    """The logprobs of a step's sampled tokens, (num_rows,) unless said otherwise."""
+
+    sampled: torch.Tensor
+    """float32: each row's sampled-token logprob."""
+    ranks: torch.Tensor
+    """int64: its rank (1 = the most likely token)."""
+    top_values: torch.Tensor | None
+    """(num_rows, max_n) float32: the top logprobs (None when no row asked for any)."""
+    top_ids: torch.Tensor | None
+    """(num_rows, max_n) int64: their token ids."""
+
+    def tensors(self) -> list[torch.Tensor]:
+        """The tensors, in a fixed order (for copying them as a group)."""
+        extra = (
+            []
+            if self.top_values is None or self.top_ids is None
+            else [self.top_values, self.top_ids]
+        )
+        return [self.sampled, self.ranks, *extra]
+
+    @staticmethod
+    def of(tensors: list[torch.Tensor]) -> LogprobTensors:
+        """The inverse of `tensors()`."""
+        top_values, top_ids = (tensors[2], tensors[3]) if len(tensors) == 4 else (None, None)
+        return LogprobTensors(tensors[0], tensors[1], top_values, top_ids)
+
+    def rows(
+        self, token_ids: list[int], num_logprobs: list[int | None]
+    ) -> list[TokenLogprobs | None]:
+        """Each asking row's `TokenLogprobs` (reads the tensors: host ones cost no sync)."""
+        sampled: list[float] = self.sampled.tolist()
+        ranks: list[int] = self.ranks.tolist()
+        top_values = self.top_values.tolist() if self.top_values is not None else None
+        top_ids = self.top_ids.tolist() if self.top_ids is not None else None
+        result: list[TokenLogprobs | None] = []
+        for row, n in enumerate(num_logprobs):
+            if n is None:
+                result.append(None)
+                continue
+            result.append(
+                TokenLogprobs(
+                    token_id=token_ids[row],
+                    logprob=sampled[row],
+                    rank=ranks[row],
+                    top_token_ids=tuple(top_ids[row][:n]) if top_ids and n else (),
+                    top_logprobs=tuple(top_values[row][:n]) if top_values and n else (),
+                )
+            )
+        return result
+
+
+@dataclass(frozen=True, slots=True)
+class SampledTensors:
+    """A step's sampled tokens and the asked-for logprobs, still on the device."""
+
+    tokens: torch.Tensor
+    """(num_rows,) int64."""
+    logprobs: LogprobTensors | None
+    """None when no row asked for logprobs."""
+    num_logprobs: list[int | None]
+    """Per row, how many top logprobs it asked for (None: no logprobs)."""
+
+    def to_host(self) -> SamplerOutput:
+        """Host values (waits for the device)."""
+        token_ids: list[int] = self.tokens.tolist()
+        if self.logprobs is None:
+            return SamplerOutput(token_ids, [None] * len(token_ids))
+        return SamplerOutput(token_ids, self.logprobs.rows(token_ids, self.num_logprobs))
+
+
 class Sampler:
     """Samples one token per row; the shared generator serves rows without a seed."""
 
@@ -42,6 +118,10 @@ class Sampler:
 
     def __call__(self, logits: torch.Tensor, meta: SamplingMetadata) -> SamplerOutput:
         """logits: (num_rows, vocab) float32 (modified in place)."""
+        return self.sample(logits, meta).to_host()
+
+    def sample(self, logits: torch.Tensor, meta: SamplingMetadata) -> SampledTensors:
+        """The tokens (and logprobs) on the device, queued without waiting for it."""
         raw_logprobs = (
             torch.log_softmax(logits, dim=-1)
             if any(n is not None for n in meta.num_logprobs)
@@ -53,11 +133,10 @@ class Sampler:
         if not meta.all_greedy:
             sampled = self._sample(logits, meta)
             tokens = torch.where(meta.greedy, tokens, sampled)
-        token_list: list[int] = tokens.tolist()
-        logprobs: list[TokenLogprobs | None] = [None] * len(token_list)
+        logprobs = None
         if raw_logprobs is not None:
-            logprobs = _gather_logprobs(raw_logprobs, tokens, meta.num_logprobs)
-        return SamplerOutput(token_ids=token_list, logprobs=logprobs)
+            logprobs = _logprob_tensors(raw_logprobs, tokens, meta.num_logprobs)
+        return SampledTensors(tokens, logprobs, meta.num_logprobs)
 
     def _sample(self, logits: torch.Tensor, meta: SamplingMetadata) -> torch.Tensor:
         logits = logits / meta.temperature.unsqueeze(1)
@@ -71,8 +150,9 @@ class Sampler:
         race = torch.empty_like(probs)
         if any(g is None for g in meta.generators):
             race.exponential_(generator=self.shared_generator)
-        for row, generator in enumerate(meta.generators):
-            if generator is not None:
+        for row, (generator, seed) in enumerate(zip(meta.generators, meta.draw_seeds, strict=True)):
+            if generator is not None and seed is not None:
+                generator.manual_seed(seed)  # host-side state: no wait for the device
                 race[row].exponential_(generator=generator)
         # An exact 0 from the exponential would turn a masked token's 0 / 0 into NaN.
         race.clamp_(min=torch.finfo(race.dtype).tiny)
@@ -140,31 +220,12 @@ def _apply_top_k_top_p(
     return torch.empty_like(logits).scatter_(1, order, sorted_logits)
 
 
-def _gather_logprobs(
+def _logprob_tensors(
     logprobs: torch.Tensor, tokens: torch.Tensor, num_logprobs: list[int | None]
-) -> list[TokenLogprobs | None]:
-    """Each asking row's sampled-token logprob and rank, and its top-n logprobs."""
-    sampled = logprobs.gather(1, tokens.unsqueeze(1))  # (num_rows, 1)
-    ranks = (logprobs > sampled).sum(dim=-1) + 1
+) -> LogprobTensors:
+    """Each row's sampled-token logprob and rank, and the top-n logprobs of the largest n."""
+    sampled = logprobs.gather(1, tokens.unsqueeze(1)).squeeze(1)  # (num_rows,)
+    ranks = (logprobs > sampled.unsqueeze(1)).sum(dim=-1) + 1
     max_n = max(n or 0 for n in num_logprobs)
     top_values, top_ids = logprobs.topk(max_n, dim=-1) if max_n else (None, None)
-    sampled_list: list[float] = sampled.squeeze(1).tolist()
-    rank_list: list[int] = ranks.tolist()
-    token_list: list[int] = tokens.tolist()
-    top_values_list = top_values.tolist() if top_values is not None else None
-    top_ids_list = top_ids.tolist() if top_ids is not None else None
-    result: list[TokenLogprobs | None] = []
-    for row, n in enumerate(num_logprobs):
-        if n is None:
-            result.append(None)
-            continue
-        result.append(
-            TokenLogprobs(
-                token_id=token_list[row],
-                logprob=sampled_list[row],
-                rank=rank_list[row],
-                top_token_ids=tuple(top_ids_list[row][:n]) if top_ids_list and n else (),
-                top_logprobs=tuple(top_values_list[row][:n]) if top_values_list and n else (),
-            )
-        )
-    return result
+    return LogprobTensors(sampled, ranks, top_values, top_ids)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
+from llmservice.runtime.model_inputs import staged
 from llmservice.runtime.sampling_params import SamplingParams
 from llmservice.scheduler import Request
 
@@ -58,6 +59,9 @@ class SamplingMetadata:
     """Per row, tokens masked this step (stop tokens and EOS before min_tokens)."""
     generators: list[torch.Generator | None]
     """Per row, its own generator (seeded requests) or None (the shared one)."""
+    draw_seeds: list[int | None]
+    """Per seeded row, the seed of this token's draw (from the request's seed and the token's
+    position: a draw thrown away and done again gives the same token)."""
     num_logprobs: list[int | None]
     """Per row, how many top logprobs to return (None: no logprobs)."""
 
@@ -66,10 +70,11 @@ class SamplingMetadata:
         """The metadata of `rows`, tensors on `device`."""
         params = [row.params for row in rows]
 
+        # Through pinned memory: a copy from pageable memory would wait for the step in flight.
         def column(values: list[float], neutral: float) -> torch.Tensor | None:
             if all(v == neutral for v in values):
                 return None
-            return torch.tensor(values, dtype=torch.float32, device=device)
+            return staged(torch.tensor(values, dtype=torch.float32), device)
 
         greedy = [p.is_greedy for p in params]
         top_k = [p.top_k if p.top_k > 0 else 0 for p in params]
@@ -79,16 +84,15 @@ class SamplingMetadata:
             else ()
             for row in rows
         ]
+        temperature = [1.0 if g else p.temperature for g, p in zip(greedy, params, strict=True)]
         return cls(
-            greedy=torch.tensor(greedy, dtype=torch.bool, device=device),
+            greedy=staged(torch.tensor(greedy, dtype=torch.bool), device),
             all_greedy=all(greedy),
-            temperature=torch.tensor(
-                [1.0 if g else p.temperature for g, p in zip(greedy, params, strict=True)],
-                dtype=torch.float32,
-                device=device,
-            ),
+            temperature=staged(torch.tensor(temperature, dtype=torch.float32), device),
             # 0 marks "disabled"; the sampler reads it as the vocabulary size.
-            top_k=None if not any(top_k) else torch.tensor(top_k, dtype=torch.int64, device=device),
+            top_k=None
+            if not any(top_k)
+            else staged(torch.tensor(top_k, dtype=torch.int64), device),
             top_p=column([p.top_p for p in params], 1.0),
             min_p=column([p.min_p for p in params], 0.0),
             repetition_penalty=column([p.repetition_penalty for p in params], 1.0),
@@ -98,5 +102,23 @@ class SamplingMetadata:
             prompt_token_ids=[row.request.prompt_token_ids for row in rows],
             banned_token_ids=banned,
             generators=[row.generator for row in rows],
+            # The scheduler has advanced each request past its chunk: the sampled token's
+            # position is num_computed_tokens, placeholder or not.
+            draw_seeds=[
+                None
+                if row.params.seed is None
+                else draw_seed(row.params.seed, row.request.num_computed_tokens)
+                for row in rows
+            ],
             num_logprobs=[p.logprobs for p in params],
         )
+
+
+def draw_seed(seed: int, position: int) -> int:
+    """The seed of the draw for the token at `position` of a request seeded with `seed`: a
+    splitmix64 mix, in [0, 2^64) as torch generators take it."""
+    mask = 2**64 - 1
+    x = (seed + 0x9E3779B97F4A7C15 * (position + 1)) & mask
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & mask
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & mask
+    return x ^ (x >> 31)

@@ -43,23 +43,46 @@ def _core(path: Path, async_scheduling: bool, **kwargs: Any) -> EngineCore:
     return core
 
 
-def _add_all(core: EngineCore, stop_token_ids: list[int] | None = None) -> None:
+def _add_all(
+    core: EngineCore, stop_token_ids: list[int] | None = None, sampled: bool = False
+) -> None:
     for i, (prompt, n) in enumerate(zip(PROMPTS, MAX_TOKENS, strict=True)):
         params = SamplingParams(
             temperature=0.0, max_tokens=n, ignore_eos=True, stop_token_ids=stop_token_ids
         )
+        if sampled:  # a different mix of the device-side sampling features on each request
+            params = SamplingParams(
+                temperature=0.7 + 0.1 * i, top_p=(0.9, 1.0)[i % 2], top_k=(0, 40)[i % 3 == 0],
+                min_p=(0.0, 0.05)[i % 2], seed=100 + i, logprobs=(None, 3)[i % 2],
+                max_tokens=n, ignore_eos=True,
+            )  # fmt: skip
         core.add_request(EngineCoreRequest(f"r{i}", list(prompt), params))
 
 
 def _run(core: EngineCore) -> dict[str, tuple[list[int], str | None]]:
     """Request id -> (tokens, finish reason), stepping until the core is idle."""
-    results: dict[str, tuple[list[int], str | None]] = {}
+    return _run_tokens(_run_with_logprobs(core))
+
+
+def _run_tokens(
+    results: dict[str, tuple[list[int], str | None, list[Any]]],
+) -> dict[str, tuple[list[int], str | None]]:
+    return {rid: (tokens, reason) for rid, (tokens, reason, _) in results.items()}
+
+
+def _run_with_logprobs(core: EngineCore) -> dict[str, tuple[list[int], str | None, list[Any]]]:
+    """Request id -> (tokens, finish reason, logprobs per token)."""
+    results: dict[str, tuple[list[int], str | None, list[Any]]] = {}
     while core.has_unfinished_requests():
         for output in core.step():
-            tokens, reason = results.get(output.request_id, ([], None))
+            tokens, reason, logprobs = results.get(output.request_id, ([], None, []))
             if reason is not None:
                 raise AssertionError(f"{output.request_id} produced a token after finishing")
-            results[output.request_id] = (tokens + output.new_token_ids, output.finish_reason)
+            results[output.request_id] = (
+                tokens + output.new_token_ids,
+                output.finish_reason,
+                logprobs + (output.new_logprobs or []),
+            )
     return results
 
 
@@ -70,7 +93,7 @@ class _LaunchCounter:
         self.launches = 0
         self.sync_steps = 0
         runner = core.model_runner
-        launch, execute = runner.launch_greedy, runner.execute
+        launch, execute = runner.launch, runner.execute
 
         def counted_launch(*args: Any) -> Any:
             self.launches += 1
@@ -80,7 +103,7 @@ class _LaunchCounter:
             self.sync_steps += 1
             return execute(*args)
 
-        monkeypatch.setattr(runner, "launch_greedy", counted_launch)
+        monkeypatch.setattr(runner, "launch", counted_launch)
         monkeypatch.setattr(runner, "execute", counted_execute)
 
 
@@ -107,6 +130,46 @@ def test_async_greedy_matches_sync(mode: str, llama: Path, monkeypatch: pytest.M
         assert core.stats().scheduler.num_preemptions_total > 0
     core.scheduler.kv_cache.check_integrity()
     assert not core.has_unfinished_requests()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_async_seeded_sampling_matches_sync(
+    mode: str, llama: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Temperature, top-k/top-p/min-p, seeds and logprobs run ahead of their tokens too, with
+    the same tokens and logprobs as the synchronous loop, preemption included."""
+    sync = _core(llama, False, **MODES[mode])
+    _add_all(sync, sampled=True)
+    expected = _run_with_logprobs(sync)
+    core = _core(llama, True, **MODES[mode])
+    counter = _LaunchCounter(core, monkeypatch)
+    _add_all(core, sampled=True)
+    got = _run_with_logprobs(core)
+    assert _run_tokens(got) == _run_tokens(expected)
+    # Batches differ between the loops (extra rows after a finish), so float32 sums may round
+    # differently: the same tokens and ranks, values within 1e-4.
+    for rid, (_, _, logprobs) in expected.items():
+        for ours, theirs in zip(got[rid][2], logprobs, strict=True):
+            assert (ours.token_id, ours.top_token_ids) == (theirs.token_id, theirs.top_token_ids)
+            assert ours.logprob == pytest.approx(theirs.logprob, abs=1e-4)
+            assert ours.top_logprobs == pytest.approx(theirs.top_logprobs, abs=1e-4)
+    assert counter.sync_steps == 0 and counter.launches > max(MAX_TOKENS)
+    assert [len(expected[f"r{i}"][2]) for i in (0, 1)] == [0, MAX_TOKENS[1]]
+    if mode == "preemption":
+        assert core.stats().scheduler.num_preemptions_total > 0
+    core.scheduler.kv_cache.check_integrity()
+
+
+def test_seeded_tokens_survive_preemption(llama: Path) -> None:
+    """A seeded request's draw depends on its seed and the token's position, so recomputing
+    after a preemption (which throws a draw away in the overlapped loop) changes nothing."""
+    roomy = _core(llama, False)
+    _add_all(roomy, sampled=True)
+    expected = _run(roomy)
+    tight = _core(llama, True, **MODES["preemption"])
+    _add_all(tight, sampled=True)
+    assert _run(tight) == expected
+    assert tight.stats().scheduler.num_preemptions_total > 0
 
 
 def test_stop_token_drops_the_token_computed_after_it(llama: Path) -> None:
@@ -145,7 +208,7 @@ def test_abort_while_a_step_is_in_flight(llama: Path) -> None:
     core.scheduler.kv_cache.check_integrity()
 
 
-def test_sampling_request_switches_to_the_sync_step(
+def test_penalised_request_switches_to_the_sync_step(
     llama: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sync = _core(llama, False)
@@ -162,12 +225,12 @@ def test_sampling_request_switches_to_the_sync_step(
 
     for _ in range(4):
         collect()
-    seeded = SamplingParams(temperature=0.8, seed=7, max_tokens=5, ignore_eos=True)
-    core.add_request(EngineCoreRequest("sampled", [3, 4, 5], seeded))
+    penalised = SamplingParams(temperature=0.8, seed=7, max_tokens=5, presence_penalty=0.5)
+    core.add_request(EngineCoreRequest("penalised", [3, 4, 5], penalised))
     launches = counter.launches
     while core.has_unfinished_requests():
         collect()
-    assert len(got.pop("sampled")) == 5
+    assert len(got.pop("penalised")) == 5
     # It drained the step in flight, ran synchronously, then overlapped again once it ended.
     assert counter.sync_steps >= 5
     assert counter.launches > launches

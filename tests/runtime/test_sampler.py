@@ -101,14 +101,16 @@ def test_seeded_rows_ignore_their_neighbours() -> None:
     seeded = SamplingParams(seed=42)
 
     def draws(neighbours: int, position: int, shared_seed: int) -> list[int]:
-        # One generator per request, kept across steps as the runner does.
+        # One generator per request, kept across steps as the runner does; each step samples
+        # the token after the last computed one.
         row = _row(seeded)
         others = [_row(SamplingParams(temperature=0.7)) for _ in range(neighbours)]
         rows = [*others[:position], row, *others[position:]]
         sampler = Sampler(torch.Generator().manual_seed(shared_seed))
-        meta = SamplingMetadata.build(rows, CPU)
         tokens = []
-        for _ in range(30):
+        for step in range(30):
+            row.request.num_computed_tokens = 1 + step
+            meta = SamplingMetadata.build(rows, CPU)
             tokens.append(sampler(torch.tensor([LOGITS] * len(rows)), meta).token_ids[position])
         return tokens
 
@@ -116,6 +118,23 @@ def test_seeded_rows_ignore_their_neighbours() -> None:
     assert draws(3, 2, shared_seed=2) == alone
     assert draws(5, 0, shared_seed=3) == alone
     assert len(set(alone)) > 1  # it really samples
+
+
+def test_a_seeded_draw_depends_on_the_position_only() -> None:
+    """Draws thrown away (a token computed after a finish, or before a preemption) do not
+    shift the later ones: the same position draws the same token again."""
+    row = _row(SamplingParams(seed=42))
+    sampler = Sampler(torch.Generator())
+
+    def draw(position: int) -> int:
+        row.request.num_computed_tokens = position
+        meta = SamplingMetadata.build([row], CPU)
+        return sampler(torch.tensor([LOGITS]), meta).token_ids[0]
+
+    first = [draw(p) for p in range(1, 40)]
+    draw(7)  # thrown away
+    assert [draw(p) for p in range(1, 40)] == first
+    assert len(set(first)) > 1
 
 
 def test_logprobs_are_raw_and_ranked() -> None:
