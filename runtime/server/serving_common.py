@@ -31,6 +31,9 @@ logger = logging.getLogger("llmservice.server")
 BodyT = TypeVar("BodyT", bound=BaseModel)
 # Texts shorter than this tokenize in well under a millisecond: not worth a thread hop.
 _INLINE_TOKENIZE_CHARS = 16 * 1024
+# Every stop string is searched for after every token of every sample, on the event loop: a
+# million of them (8 MB of JSON) held /health for seconds. OpenAI allows 4; clients send a few.
+MAX_STOP_STRINGS = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +178,10 @@ def sampling_params(
     body: SamplingFields, max_tokens: int | None, logprobs: int | None, vocab_size: int
 ) -> SamplingParams:
     """The engine's parameters; 400 naming the field when one is out of range."""
+    if isinstance(body.stop, list) and len(body.stop) > MAX_STOP_STRINGS:
+        raise invalid_request(
+            f"stop holds {len(body.stop)} strings; at most {MAX_STOP_STRINGS} are allowed", "stop"
+        )
     bad = next((t for t in body.stop_token_ids or () if not 0 <= t < vocab_size), None)
     if bad is not None:
         raise invalid_request(

@@ -13,7 +13,7 @@ from llmservice.runtime.server.app import build_app
 from llmservice.runtime.server.config import ServerConfig
 from llmservice.runtime.server.core_client import EngineDeadError
 from llmservice.runtime.server.metrics import ServerMetrics
-from llmservice.runtime.server.serving_common import ServingContext
+from llmservice.runtime.server.serving_common import MAX_STOP_STRINGS, ServingContext
 from llmservice.runtime.server.sse import ClientGone, SSEStream
 from llmservice.runtime.server.state import ServerState
 
@@ -117,3 +117,18 @@ def test_a_batch_under_the_output_cap_is_submitted() -> None:
     status, _, router = _post_completions({"prompt": [[1], [2, 3]], "n": 2, "max_tokens": None})
     assert status == 503  # the recording router's dead engine, after validation passed
     assert router.submitted == [(4, None)]
+
+
+def test_more_stop_strings_than_the_limit_get_a_400() -> None:
+    # Found by hand after the storm: {"stop": ["zq"] * 1_000_000, "max_tokens": 20} was
+    # accepted, and searching a million stop strings after each token blocked the event loop
+    # (/health answered after 2.7 s; a 32 MiB body with n > 1 would fail the liveness probe).
+    status, answer, router = _post_completions(
+        {"prompt": [1], "max_tokens": 2, "stop": ["zq"] * (MAX_STOP_STRINGS + 1)}
+    )
+    assert (status, answer["error"]["param"]) == (400, "stop")
+    assert router.submitted == []
+    status, _, router = _post_completions(
+        {"prompt": [1], "max_tokens": 2, "stop": ["zq"] * MAX_STOP_STRINGS}
+    )
+    assert status == 503 and router.submitted == [(1, 2)]
