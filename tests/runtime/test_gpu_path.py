@@ -110,6 +110,44 @@ def test_enforce_eager_captures_no_graph(checkpoints: dict[str, tuple[Path, Any]
     assert [len(t) for t in _generate(llm, passes=1)] == MAX_TOKENS
 
 
+@pytest.mark.parametrize("mode", ["default", "preemption"])
+def test_async_seeded_sampling_matches_sync(
+    mode: str, checkpoints: dict[str, tuple[Path, Any]]
+) -> None:
+    """Sampled requests (temperature, top-k/top-p/min-p, seeds, logprobs) are launched ahead of
+    their tokens on CUDA too, with the tokens of the synchronous loop."""
+    common: dict[str, Any] = {"device": "cuda", "dtype": "float32", "max_num_seqs": 16}
+    common.update(MODES[mode])
+    common.setdefault("max_model_len", 256)
+    llm = LLM(str(checkpoints["llama"][0]), **common)
+    core = llm.engine_core
+    prompts: list[Any] = [{"prompt_token_ids": p} for p in PROMPTS]
+    params = [
+        SamplingParams(temperature=0.8, top_p=0.95, top_k=(0, 50)[i % 2], min_p=0.02,
+                       seed=7 + i, logprobs=(None, 2)[i % 2], max_tokens=n, ignore_eos=True)
+        for i, n in enumerate(MAX_TOKENS)
+    ]  # fmt: skip
+
+    def tokens(llm: LLM) -> list[list[int]]:
+        return [list(out.outputs[0].token_ids) for out in llm.generate(prompts, params)]
+
+    core.async_scheduling = False
+    expected = tokens(llm)
+    core.async_scheduling = True
+    launch, launches = core.model_runner.launch, [0]
+
+    def counted(*args: Any) -> Any:
+        launches[0] += 1
+        return launch(*args)
+
+    core.model_runner.launch = counted  # type: ignore[method-assign]
+    assert tokens(llm) == expected
+    assert launches[0] > max(MAX_TOKENS)
+    core.scheduler.kv_cache.check_integrity()
+    del llm
+    gc.collect()
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_async_greedy_matches_sync(mode: str, checkpoints: dict[str, tuple[Path, Any]]) -> None:
     common: dict[str, Any] = {"device": "cuda", "dtype": "float32", "max_num_seqs": 16}
