@@ -68,12 +68,21 @@ class ServingContext:
         return self.tokenizer
 
     async def encode(self, text: str, add_special_tokens: bool) -> list[int]:
-        """Token ids of `text`; a long text is tokenized in a thread, so the event loop keeps
-        streaming other requests' tokens meanwhile."""
+        """Token ids of `text` (as `encode_all`)."""
+        return (await self.encode_all([text], add_special_tokens))[0]
+
+    async def encode_all(self, texts: list[str], add_special_tokens: bool) -> list[list[int]]:
+        """Token ids of each text; a long text or a batch is tokenized in a thread, so the
+        event loop keeps streaming other requests' tokens meanwhile (a batch of a million
+        short prompts took 19 s, and /health waited as long)."""
         tokenizer = self.require_tokenizer()
-        if len(text) < _INLINE_TOKENIZE_CHARS:
-            return tokenizer.encode(text, add_special_tokens=add_special_tokens)
-        return await asyncio.to_thread(tokenizer.encode, text, add_special_tokens)
+
+        def encode_each() -> list[list[int]]:
+            return [tokenizer.encode(t, add_special_tokens=add_special_tokens) for t in texts]
+
+        if len(texts) == 1 and len(texts[0]) < _INLINE_TOKENIZE_CHARS:
+            return encode_each()
+        return await asyncio.to_thread(encode_each)
 
 
 async def parse_body(request: web.Request, model: type[BodyT], config: ServerConfig) -> BodyT:

@@ -79,13 +79,13 @@ async def _tokenize(
         items = [cast("list[int]", prompt)]  # one token-id prompt (or an empty one)
     else:
         items = list(prompt)
-    inputs = []
-    for item in items:
-        if isinstance(item, str):
-            inputs.append(PromptInput(await context.encode(item, add_special_tokens=True), item))
-        else:
-            inputs.append(PromptInput(list(item)))
-    return inputs
+    texts = [item for item in items if isinstance(item, str)]
+    # Token-id prompts need no tokenizer (the model may have none).
+    encoded = iter(await context.encode_all(texts, add_special_tokens=True) if texts else [])
+    return [
+        PromptInput(next(encoded), item) if isinstance(item, str) else PromptInput(list(item))
+        for item in items
+    ]
 
 
 class _CompletionBuilder:

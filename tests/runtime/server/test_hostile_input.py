@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from typing import Any
 
 import pytest
@@ -66,14 +67,16 @@ class _RecordingRouter:
         raise EngineDeadError("not started")
 
 
-def _post_completions(body: dict[str, Any]) -> tuple[int, dict[str, Any], _RecordingRouter]:
+def _post_completions(
+    body: dict[str, Any], tokenizer: Any = None
+) -> tuple[int, dict[str, Any], _RecordingRouter]:
     router = _RecordingRouter()
     state = ServerState(max_waiting=None, retry_after_s=1, waiting_estimate=lambda: 0)
     state.loaded = True
     config = ServerConfig(model="m", served_model_names=("m",))  # cap: 32 x 64 tokens
     context = ServingContext(
         config=config,
-        tokenizer=None,
+        tokenizer=tokenizer,
         router=router,  # type: ignore[arg-type]
         state=state,
         max_model_len=64,
@@ -132,3 +135,23 @@ def test_more_stop_strings_than_the_limit_get_a_400() -> None:
         {"prompt": [1], "max_tokens": 2, "stop": ["zq"] * MAX_STOP_STRINGS}
     )
     assert status == 503 and router.submitted == [(1, 2)]
+
+
+class _ThreadRecordingTokenizer:
+    """Encodes each character as token 1; records the threads it ran in."""
+
+    def __init__(self) -> None:
+        self.threads: set[int] = set()
+
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        self.threads.add(threading.get_ident())
+        return [1] * len(text)
+
+
+def test_a_batch_of_text_prompts_is_tokenized_off_the_event_loop() -> None:
+    # Found by hand after the storm: {"prompt": ["ab"] * 1_000_000} was tokenized one short
+    # prompt at a time on the event loop: /health (and every stream) waited 19 s.
+    tokenizer = _ThreadRecordingTokenizer()
+    status, _, router = _post_completions({"prompt": ["ab", "cd", "e"], "max_tokens": 1}, tokenizer)
+    assert status == 503 and router.submitted == [(3, 1)]  # validated, then submitted
+    assert tokenizer.threads and threading.main_thread().ident not in tokenizer.threads
