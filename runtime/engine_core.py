@@ -9,11 +9,9 @@ On CUDA the loop is overlapped (async scheduling, as vLLM v1's): while the devic
 `step()` schedules step N+1 with placeholders for the tokens of N, queues it behind N (its
 placeholder rows are fed from N's sampled tokens on the device), and only then waits for N's
 tokens, appends them and checks stops. A request that finished at N had one extra token computed
-at N+1, which is dropped; aborts (stop strings) land one step late. Greedy and sampled requests
-(temperature, top-k/top-p/min-p, seeds, logprobs) run ahead of their tokens (`overlap_safe`);
-while any unfinished request needs its token history on the host (penalties, min_tokens), the
-engine drains the step in flight and runs synchronously. The CPU path is synchronous unless
-`async_scheduling` is set.
+at N+1, which is dropped; aborts (stop strings) land one step late. Every kind of request runs
+ahead of its tokens: sampling, logprobs, penalties and min_tokens read the token in flight on
+the device (model_runner.py). The CPU path is synchronous unless `async_scheduling` is set.
 """
 
 from __future__ import annotations
@@ -25,7 +23,7 @@ from dataclasses import dataclass, field
 from llmservice.kvcache import KVCacheManager
 from llmservice.runtime.config import EngineConfig
 from llmservice.runtime.model_config import ModelConfig
-from llmservice.runtime.model_runner import LaunchedStep, ModelRunner, RunnerOutput, overlap_safe
+from llmservice.runtime.model_runner import LaunchedStep, ModelRunner, RunnerOutput
 from llmservice.runtime.outputs import TokenLogprobs
 from llmservice.runtime.sampling_params import SamplingParams
 from llmservice.scheduler import (
@@ -111,8 +109,6 @@ class EngineCore:
         self._generation_tokens_total = 0
         self.async_scheduling = self.model_runner.device.type == "cuda"
         """Overlap the host work of step N+1 with step N on the device (default on CUDA)."""
-        # Unfinished requests that need the synchronous step (not `overlap_safe`).
-        self._sync_only: set[str] = set()
         # The launched step whose tokens are not applied yet.
         self._in_flight: tuple[SchedulerOutput, LaunchedStep] | None = None
 
@@ -183,8 +179,6 @@ class EngineCore:
             self.scheduler.add_request(core_request)
         self.model_runner.add_request(request.request_id, params)
         self._params[request.request_id] = params
-        if not overlap_safe(params):
-            self._sync_only.add(request.request_id)
 
     def abort_requests(self, request_ids: Iterable[str]) -> None:
         """Stop requests and free their KV blocks; unknown or finished ids are ignored."""
@@ -193,7 +187,6 @@ class EngineCore:
             self._deferred[leader] = [r for r in waiting if r.request_id not in ids]
         for request_id in ids:
             self._params.pop(request_id, None)
-            self._sync_only.discard(request_id)
         self.scheduler.finish_requests(ids, RequestStatus.FINISHED_ABORTED)
         self.model_runner.remove_requests(list(ids))
 
@@ -211,7 +204,7 @@ class EngineCore:
         Overlapped: launch the next step, then apply the one in flight (whose outputs these are).
         """
         self._release_deferred()
-        overlap = self.async_scheduling and not self._sync_only
+        overlap = self.async_scheduling
         if not overlap and self._in_flight is None:
             if not self.scheduler.has_unfinished_requests():
                 return []
@@ -289,7 +282,6 @@ class EngineCore:
             )
         for request in finished:
             self._params.pop(request.request_id, None)
-            self._sync_only.discard(request.request_id)
         return outputs
 
     def _stop_reason(self, request: Request) -> int | None:

@@ -183,9 +183,8 @@ class ModelRunner:
     ) -> LaunchedStep:
         """Queue the forward pass and sampling of `output` without waiting for the tokens.
 
-        A placeholder row of a request takes its token from `previous`, on the device; the
-        engine launches ahead only requests whose sampling needs no host-side token history
-        (`overlap_safe`).
+        A placeholder row of a request takes its token from `previous`, on the device, and so
+        do the penalties and the min_tokens count of its sampled row.
         """
         return self._launch(output, get_request, previous)
 
@@ -218,16 +217,30 @@ class ModelRunner:
         if not ids:
             return LaunchedStep((), None)
         by_id = {request.request_id: request for request in requests}
+        fed = set(host.fed_request_ids)  # their previous token is still on the device
         rows = [
-            SamplingRow(self._requests[rid].params, by_id[rid], self._requests[rid].generator)
+            SamplingRow(
+                self._requests[rid].params, by_id[rid], self._requests[rid].generator, rid in fed
+            )
             for rid in ids
         ]
         if _all_plain_greedy(rows):
             # One argmax on the device and one copy of the ids: no per-step metadata tensors.
             return LaunchedStep(ids, SampledTensors(logits.argmax(dim=-1), None, []))
-        return LaunchedStep(
-            ids, self.sampler.sample(logits, SamplingMetadata.build(rows, self.device))
-        )
+        pending = None
+        if (
+            previous is not None
+            and previous.tokens is not None
+            and any(r.pending and _penalised(r.params) for r in rows)
+        ):
+            # Penalties count the token of the step in flight too: its value, on the device.
+            source = [previous.row_of(rid) if rid in fed else -1 for rid in ids]
+            index = staged(torch.tensor(source, dtype=torch.int64), self.device)
+            pending = torch.where(
+                index >= 0, previous.tokens.index_select(0, index.clamp(min=0)), -1
+            )  # (num_sampled,)
+        meta = SamplingMetadata.build(rows, self.device, pending)
+        return LaunchedStep(ids, self.sampler.sample(logits, meta))
 
     def _compute_logits(
         self, host: HostInputs, feed: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -337,27 +350,18 @@ class ModelRunner:
         return cache_bytes
 
 
-def overlap_safe(params: SamplingParams) -> bool:
-    """Whether a request's tokens need no host-side token history to sample (no penalties,
-    no min_tokens mask), so its steps can be launched before the previous token is known.
-    Temperature, top-k/top-p/min-p, seeds and logprobs all run on the device."""
+def _penalised(params: SamplingParams) -> bool:
+    """Whether the request's logits depend on the tokens it generated."""
     return (
-        params.min_tokens == 0
-        and params.repetition_penalty == 1.0
-        and params.presence_penalty == 0.0
-        and params.frequency_penalty == 0.0
+        params.repetition_penalty != 1.0
+        or params.presence_penalty != 0.0
+        or params.frequency_penalty != 0.0
     )
 
 
 def _argmax_suffices(params: SamplingParams) -> bool:
     """Greedy with nothing to penalise or report."""
-    return (
-        params.is_greedy
-        and params.logprobs is None
-        and params.repetition_penalty == 1.0
-        and params.presence_penalty == 0.0
-        and params.frequency_penalty == 0.0
-    )
+    return params.is_greedy and params.logprobs is None and not _penalised(params)
 
 
 def _all_plain_greedy(rows: Sequence[SamplingRow]) -> bool:
@@ -365,7 +369,7 @@ def _all_plain_greedy(rows: Sequence[SamplingRow]) -> bool:
     return all(
         _argmax_suffices(row.params)
         and not (
-            row.request.num_output_tokens < row.request.limits.min_tokens
+            row.request.num_output_tokens + row.pending < row.request.limits.min_tokens
             and row.request.limits.stop_token_ids
         )
         for row in rows

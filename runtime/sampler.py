@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
+from llmservice.runtime.model_inputs import staged
 from llmservice.runtime.outputs import TokenLogprobs
 from llmservice.runtime.sampling_metadata import SamplingMetadata
 
@@ -160,41 +161,49 @@ class Sampler:
 
 
 def _mask_banned(logits: torch.Tensor, meta: SamplingMetadata) -> None:
-    for row, banned in enumerate(meta.banned_token_ids):
-        if banned:
-            logits[row, list(banned)] = float("-inf")
+    cells = [(row, token) for row, banned in enumerate(meta.banned_token_ids) for token in banned]
+    if cells:
+        # (2, num_cells) through pinned memory: the overlapped loop must not wait here.
+        index = staged(torch.tensor(cells, dtype=torch.int64).T.contiguous(), logits.device)
+        logits.index_put_((index[0], index[1]), torch.tensor(float("-inf"), device=logits.device))
 
 
-def _token_mask(
-    token_lists: list[list[int]], vocab: int, device: torch.device, counts: bool
+def _token_counts(
+    token_lists: list[list[int]], pending: torch.Tensor | None, vocab: int, device: torch.device
 ) -> torch.Tensor:
-    """(num_rows, vocab): occurrences of each token per row (counts) or whether it occurs (bool)."""
-    width = max((len(t) for t in token_lists), default=0)
-    # Pad with an extra column `vocab`, dropped at the end.
+    """(num_rows, vocab) float32: occurrences of each token per row, the row's pending token
+    (the step in flight's, -1 for none) included."""
+    width = max((len(t) for t in token_lists), default=0) + 1
+    # Pad with an extra column `vocab`, dropped at the end; the last column takes the pending
+    # token (a device value, filled in on the device).
     index = torch.full((len(token_lists), width), vocab, dtype=torch.int64)
     for row, tokens in enumerate(token_lists):
         index[row, : len(tokens)] = torch.tensor(tokens, dtype=torch.int64)
-    index = index.to(device)
+    index = staged(index, device)
+    if pending is not None:
+        index[:, -1] = torch.where(pending >= 0, pending, vocab)
     result = torch.zeros(len(token_lists), vocab + 1, device=device)
     result.scatter_add_(1, index, torch.ones_like(index, dtype=result.dtype))
-    result = result[:, :vocab]
-    return result if counts else result > 0
+    return result[:, :vocab]
 
 
 def _apply_penalties(logits: torch.Tensor, meta: SamplingMetadata) -> None:
     vocab, device = logits.shape[1], logits.device
     if meta.repetition_penalty is not None:
-        seen = _token_mask(
-            [p + o for p, o in zip(meta.prompt_token_ids, meta.output_token_ids, strict=True)],
-            vocab,
-            device,
-            counts=False,
+        seen = (
+            _token_counts(
+                [p + o for p, o in zip(meta.prompt_token_ids, meta.output_token_ids, strict=True)],
+                meta.pending_tokens,
+                vocab,
+                device,
+            )
+            > 0
         )
         penalty = meta.repetition_penalty.unsqueeze(1)
         penalised = torch.where(logits > 0, logits / penalty, logits * penalty)
         logits.copy_(torch.where(seen, penalised, logits))
     if meta.presence_penalty is not None or meta.frequency_penalty is not None:
-        counts = _token_mask(meta.output_token_ids, vocab, device, counts=True)
+        counts = _token_counts(meta.output_token_ids, meta.pending_tokens, vocab, device)
         if meta.frequency_penalty is not None:
             logits -= meta.frequency_penalty.unsqueeze(1) * counts
         if meta.presence_penalty is not None:

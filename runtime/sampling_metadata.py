@@ -27,6 +27,8 @@ class SamplingRow:
     """Its token history and limits."""
     generator: torch.Generator | None
     """Its own generator when it has a seed."""
+    pending: bool = False
+    """Its previous token is sampled by the step in flight and not on the host yet."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +54,10 @@ class SamplingMetadata:
     frequency_penalty: torch.Tensor | None
     """float32 frequency penalties."""
     output_token_ids: list[list[int]]
-    """Each row's generated tokens so far (presence/frequency penalties)."""
+    """Each row's generated tokens on the host (presence/frequency penalties)."""
+    pending_tokens: torch.Tensor | None
+    """(num_rows,) int64: each row's token of the step in flight, not in output_token_ids yet
+    (-1: none); None unless a row with a penalty has one."""
     prompt_token_ids: list[list[int]]
     """Each row's prompt (the repetition penalty covers prompt and output, as HF)."""
     banned_token_ids: list[tuple[int, ...]]
@@ -66,8 +71,13 @@ class SamplingMetadata:
     """Per row, how many top logprobs to return (None: no logprobs)."""
 
     @classmethod
-    def build(cls, rows: Sequence[SamplingRow], device: torch.device) -> SamplingMetadata:
-        """The metadata of `rows`, tensors on `device`."""
+    def build(
+        cls,
+        rows: Sequence[SamplingRow],
+        device: torch.device,
+        pending_tokens: torch.Tensor | None = None,
+    ) -> SamplingMetadata:
+        """The metadata of `rows`, tensors on `device`; `pending_tokens` as the field."""
         params = [row.params for row in rows]
 
         # Through pinned memory: a copy from pageable memory would wait for the step in flight.
@@ -80,7 +90,7 @@ class SamplingMetadata:
         top_k = [p.top_k if p.top_k > 0 else 0 for p in params]
         banned = [
             tuple(row.request.limits.stop_token_ids)
-            if row.request.num_output_tokens < row.request.limits.min_tokens
+            if row.request.num_output_tokens + row.pending < row.request.limits.min_tokens
             else ()
             for row in rows
         ]
@@ -99,6 +109,7 @@ class SamplingMetadata:
             presence_penalty=column([p.presence_penalty for p in params], 0.0),
             frequency_penalty=column([p.frequency_penalty for p in params], 0.0),
             output_token_ids=[row.request.output_token_ids for row in rows],
+            pending_tokens=pending_tokens,
             prompt_token_ids=[row.request.prompt_token_ids for row in rows],
             banned_token_ids=banned,
             generators=[row.generator for row in rows],

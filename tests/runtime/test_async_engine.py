@@ -3,8 +3,8 @@
 On the CPU every device op finishes before it returns, so nothing overlaps in time, but the
 loop is the same as on CUDA: step N+1 is scheduled with placeholders before step N's tokens are
 applied, its placeholder rows are fed from step N's sampled-token tensor, finished requests get
-one extra token computed and dropped, and a request that needs host-side sampling state drains
-the step in flight and switches to the synchronous step.
+one extra token computed and dropped; sampling, penalties and min_tokens read the token in flight
+on the device, so every kind of request runs ahead of its tokens.
 """
 
 from __future__ import annotations
@@ -44,8 +44,9 @@ def _core(path: Path, async_scheduling: bool, **kwargs: Any) -> EngineCore:
 
 
 def _add_all(
-    core: EngineCore, stop_token_ids: list[int] | None = None, sampled: bool = False
-) -> None:
+    core: EngineCore, stop_token_ids: list[int] | None = None, sampled: bool = False,
+    history: bool = False,
+) -> None:  # fmt: skip
     for i, (prompt, n) in enumerate(zip(PROMPTS, MAX_TOKENS, strict=True)):
         params = SamplingParams(
             temperature=0.0, max_tokens=n, ignore_eos=True, stop_token_ids=stop_token_ids
@@ -55,6 +56,13 @@ def _add_all(
                 temperature=0.7 + 0.1 * i, top_p=(0.9, 1.0)[i % 2], top_k=(0, 40)[i % 3 == 0],
                 min_p=(0.0, 0.05)[i % 2], seed=100 + i, logprobs=(None, 3)[i % 2],
                 max_tokens=n, ignore_eos=True,
+            )  # fmt: skip
+        if history:  # strong penalties and min_tokens: they read the token in flight
+            params = SamplingParams(
+                temperature=(0.0, 0.9)[i % 2], seed=200 + i,
+                repetition_penalty=(1.0, 2.0)[i % 3 == 0], presence_penalty=(0.0, 2.0)[i % 3 == 1],
+                frequency_penalty=(0.0, 1.5)[i % 3 == 2], min_tokens=min(4, n),
+                stop_token_ids=[*range(3, 300, 7)], max_tokens=n, ignore_eos=True,
             )  # fmt: skip
         core.add_request(EngineCoreRequest(f"r{i}", list(prompt), params))
 
@@ -208,31 +216,21 @@ def test_abort_while_a_step_is_in_flight(llama: Path) -> None:
     core.scheduler.kv_cache.check_integrity()
 
 
-def test_penalised_request_switches_to_the_sync_step(
-    llama: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("mode", MODES)
+def test_async_penalties_and_min_tokens_match_sync(
+    mode: str, llama: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    sync = _core(llama, False)
-    _add_all(sync)
+    """Penalties count the token of the step in flight (on the device) and min_tokens counts
+    it too, so these requests run ahead of their tokens with the synchronous loop's tokens."""
+    sync = _core(llama, False, **MODES[mode])
+    _add_all(sync, history=True)
     expected = _run(sync)
-    core = _core(llama, True)
+    core = _core(llama, True, **MODES[mode])
     counter = _LaunchCounter(core, monkeypatch)
-    _add_all(core)
-    got: dict[str, list[int]] = {}
-
-    def collect() -> None:
-        for output in core.step():
-            got.setdefault(output.request_id, []).extend(output.new_token_ids)
-
-    for _ in range(4):
-        collect()
-    penalised = SamplingParams(temperature=0.8, seed=7, max_tokens=5, presence_penalty=0.5)
-    core.add_request(EngineCoreRequest("penalised", [3, 4, 5], penalised))
-    launches = counter.launches
-    while core.has_unfinished_requests():
-        collect()
-    assert len(got.pop("penalised")) == 5
-    # It drained the step in flight, ran synchronously, then overlapped again once it ended.
-    assert counter.sync_steps >= 5
-    assert counter.launches > launches
-    assert got == {r: t for r, (t, _) in expected.items()}
+    _add_all(core, history=True)
+    assert _run(core) == expected
+    assert counter.sync_steps == 0 and counter.launches > 4
+    # min_tokens held every stop token back for 4 tokens, and some request stopped on one.
+    assert all(len(expected[f"r{i}"][0]) >= min(4, n) for i, n in enumerate(MAX_TOKENS))
+    assert "stop" in {reason for _, reason in expected.values()}
     core.scheduler.kv_cache.check_integrity()
