@@ -156,6 +156,10 @@ class LLM:
             # the next call would step them too, and their outputs would count as its own.
             self._abort([r for r in request_ids if r not in outputs])
             raise
+        if not self.engine_core.scheduler.has_unfinished_requests():
+            # The overlapped loop launched one more step for requests that have all finished
+            # now: apply it (its tokens are dropped), so the engine is idle when we return.
+            self.engine_core.step()
         return [outputs[request_id] for request_id in request_ids]
 
     def _abort(self, request_ids: list[str]) -> None:

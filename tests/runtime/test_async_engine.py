@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from llmservice import SamplingParams
+from llmservice import LLM, SamplingParams
 from llmservice.runtime.engine_args import EngineArgs
 from llmservice.runtime.engine_core import EngineCore, EngineCoreRequest
 
@@ -234,3 +234,16 @@ def test_async_penalties_and_min_tokens_match_sync(
     assert all(len(expected[f"r{i}"][0]) >= min(4, n) for i, n in enumerate(MAX_TOKENS))
     assert "stop" in {reason for _, reason in expected.values()}
     core.scheduler.kv_cache.check_integrity()
+
+
+def test_generate_returns_with_the_engine_idle(llama: Path) -> None:
+    """The step launched ahead for requests that have all finished is applied before
+    `LLM.generate` returns: nothing is left in flight for the next call."""
+    llm = LLM(str(llama), device="cpu", max_model_len=256)
+    llm.engine_core.async_scheduling = True
+    greedy = SamplingParams(temperature=0.0, max_tokens=6, ignore_eos=True)
+    first = llm.generate({"prompt_token_ids": PROMPTS[1]}, greedy)
+    assert not llm.engine_core.has_unfinished_requests()
+    again = llm.generate({"prompt_token_ids": PROMPTS[1]}, greedy)
+    assert again[0].outputs[0].token_ids == first[0].outputs[0].token_ids
+    assert len(first[0].outputs[0].token_ids) == 6
