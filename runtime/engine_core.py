@@ -148,13 +148,17 @@ class EngineCore:
         if request.request_id in self._params:
             raise ValueError(f"request {request.request_id!r} is already in the engine")
         params = request.sampling_params
-        # The sampler indexes the logits with them while min_tokens holds them back.
-        bad_stop = next((t for t in params.stop_token_id_set if t >= vocab), None)
-        if bad_stop is not None:
-            raise ValueError(
-                f"request {request.request_id!r}: stop_token_ids holds {bad_stop}, outside the "
-                f"vocabulary [0, {vocab})"
-            )
+        # The sampler indexes the logits with these token ids.
+        for name, ids in (
+            ("stop_token_ids", params.stop_token_id_set),
+            ("logit_bias", (t for t, _ in params.logit_bias_items)),
+        ):
+            bad = next((t for t in ids if t >= vocab), None)
+            if bad is not None:
+                raise ValueError(
+                    f"request {request.request_id!r}: {name} holds {bad}, outside the "
+                    f"vocabulary [0, {vocab})"
+                )
         room = max(self.max_model_len - len(prompt), 1)
         max_tokens = room if params.max_tokens is None else min(params.max_tokens, room)
         stop_ids = set(params.stop_token_id_set)

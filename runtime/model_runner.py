@@ -360,8 +360,13 @@ def _penalised(params: SamplingParams) -> bool:
 
 
 def _argmax_suffices(params: SamplingParams) -> bool:
-    """Greedy with nothing to penalise or report."""
-    return params.is_greedy and params.logprobs is None and not _penalised(params)
+    """Greedy with nothing to bias, penalise or report."""
+    return (
+        params.is_greedy
+        and params.logprobs is None
+        and not params.logit_bias_items
+        and not _penalised(params)
+    )
 
 
 def _all_plain_greedy(rows: Sequence[SamplingRow]) -> bool:

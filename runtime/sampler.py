@@ -2,7 +2,8 @@
 
 Order of operations, per row:
 1. raw logprobs = log_softmax(logits) (what `logprobs` reports, as vLLM's default);
-2. stop tokens and EOS masked while fewer than min_tokens tokens were generated;
+2. stop tokens and EOS masked while fewer than min_tokens tokens were generated, then the
+   request's logit bias added;
 3. penalties: repetition over prompt + output (HF's rule: divide positive logits, multiply
    negative ones), presence and frequency over the output (OpenAI's rule);
 4. greedy rows take the argmax here;
@@ -129,6 +130,9 @@ class Sampler:
             else None
         )
         _mask_banned(logits, meta)
+        if meta.logit_bias is not None:
+            cells, values = meta.logit_bias
+            logits.index_put_((cells[0], cells[1]), values, accumulate=True)
         _apply_penalties(logits, meta)
         tokens = logits.argmax(dim=-1)  # (num_rows,)
         if not meta.all_greedy:

@@ -60,6 +60,9 @@ class SamplingMetadata:
     (-1: none); None unless a row with a penalty has one."""
     prompt_token_ids: list[list[int]]
     """Each row's prompt (the repetition penalty covers prompt and output, as HF)."""
+    logit_bias: tuple[torch.Tensor, torch.Tensor] | None
+    """(2, num_entries) int64 (row, token id) and (num_entries,) float32 biases added to the
+    logits; None when no row has a logit bias."""
     banned_token_ids: list[tuple[int, ...]]
     """Per row, tokens masked this step (stop tokens and EOS before min_tokens)."""
     generators: list[torch.Generator | None]
@@ -95,6 +98,12 @@ class SamplingMetadata:
             for row in rows
         ]
         temperature = [1.0 if g else p.temperature for g, p in zip(greedy, params, strict=True)]
+        biased = [(row, t, v) for row, p in enumerate(params) for t, v in p.logit_bias_items]
+        logit_bias = None
+        if biased:
+            cells = torch.tensor([[row for row, _, _ in biased], [t for _, t, _ in biased]])
+            values = torch.tensor([v for _, _, v in biased], dtype=torch.float32)
+            logit_bias = (staged(cells, device), staged(values, device))
         return cls(
             greedy=staged(torch.tensor(greedy, dtype=torch.bool), device),
             all_greedy=all(greedy),
@@ -111,6 +120,7 @@ class SamplingMetadata:
             output_token_ids=[row.request.output_token_ids for row in rows],
             pending_tokens=pending_tokens,
             prompt_token_ids=[row.request.prompt_token_ids for row in rows],
+            logit_bias=logit_bias,
             banned_token_ids=banned,
             generators=[row.generator for row in rows],
             # The scheduler has advanced each request past its chunk: the sampled token's

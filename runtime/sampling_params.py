@@ -11,7 +11,7 @@ temperature, top-k/top-p/min-p), as vLLM's default `logprobs_mode="raw_logprobs"
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import cast
 
@@ -20,6 +20,9 @@ _GREEDY_EPSILON = 1e-5
 # The most top logprobs a request may ask for per token (OpenAI's and vLLM's default limit).
 MAX_LOGPROBS = 20
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+# Each biased token costs every step a little host work: a bound keeps one request from slowing
+# all the others.
+MAX_LOGIT_BIAS = 300
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +60,9 @@ class SamplingParams:
     """Divides positive / multiplies negative logits of tokens in the prompt or output (> 0)."""
     logprobs: int | None = None
     """Return the sampled token's logprob and this many top logprobs per output token."""
+    logit_bias: Mapping[int, float] | Sequence[tuple[int, float]] | None = None
+    """Added to the logits of these token ids before sampling, greedy included (-100..100 each,
+    at most MAX_LOGIT_BIAS entries; OpenAI's meaning: -100 bans a token, 100 forces it)."""
     include_stop_str_in_output: bool = False
     """Keep the matched stop string at the end of the text."""
     skip_special_tokens: bool = True
@@ -99,6 +105,7 @@ class SamplingParams:
         # Normalise the sequences to tuples so the object stays hashable and immutable.
         object.__setattr__(self, "stop", _normalise_stop(self.stop))
         object.__setattr__(self, "stop_token_ids", _normalise_token_ids(self.stop_token_ids))
+        object.__setattr__(self, "logit_bias", _normalise_logit_bias(self.logit_bias))
 
     @property
     def is_greedy(self) -> bool:
@@ -109,6 +116,11 @@ class SamplingParams:
     def stop_strings(self) -> tuple[str, ...]:
         """The stop strings as a tuple (empty when there are none)."""
         return cast("tuple[str, ...]", self.stop)  # normalised in __post_init__
+
+    @property
+    def logit_bias_items(self) -> tuple[tuple[int, float], ...]:
+        """The logit bias as (token id, bias) pairs sorted by id (empty when there is none)."""
+        return cast("tuple[tuple[int, float], ...]", self.logit_bias)  # normalised
 
     @property
     def stop_token_id_set(self) -> frozenset[int]:
@@ -164,3 +176,24 @@ def _normalise_token_ids(token_ids: object) -> tuple[int, ...]:
     for token_id in token_ids:
         _check_int("stop_token_ids", token_id, minimum=0)
     return tuple(token_ids)
+
+
+def _normalise_logit_bias(bias: object) -> tuple[tuple[int, float], ...]:
+    if bias is None:
+        return ()
+    items = list(bias.items()) if isinstance(bias, Mapping) else bias
+    if isinstance(items, str) or not isinstance(items, Sequence):
+        raise ValueError(f"logit_bias must map token ids to numbers, got {bias!r}")
+    if len(items) > MAX_LOGIT_BIAS:
+        raise ValueError(f"logit_bias has {len(items)} entries; at most {MAX_LOGIT_BIAS}")
+    pairs: dict[int, float] = {}
+    for item in items:
+        if not isinstance(item, Sequence) or len(item) != 2:
+            raise ValueError(f"logit_bias must map token ids to numbers, got {item!r}")
+        token_id, value = item
+        _check_int("logit_bias token id", token_id, minimum=0)
+        _check_number("logit_bias value", value)
+        if not -100.0 <= value <= 100.0:
+            raise ValueError(f"logit_bias values must be in [-100, 100], got {value}")
+        pairs[token_id] = float(value)
+    return tuple(sorted(pairs.items()))

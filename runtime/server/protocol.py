@@ -57,8 +57,8 @@ class SamplingFields(_Body):
     stop_token_ids: list[int] | None = None
     include_stop_str_in_output: bool = False
     skip_special_tokens: bool = True
-    # OpenAI features not implemented: a request that sets them gets a 400
     logit_bias: dict[str, float] | None = None
+    # OpenAI features not implemented: a request that sets them gets a 400
     response_format: dict[str, Any] | None = None
 
     def requested_max_tokens(self) -> tuple[int | None, str]:
@@ -71,8 +71,6 @@ class SamplingFields(_Body):
     def unsupported_fields(self) -> list[tuple[str, str]]:
         """(field, feature) for every unimplemented feature this request asks for."""
         found: list[tuple[str, str]] = []
-        if self.logit_bias:
-            found.append(("logit_bias", "logit_bias"))
         if self.response_format is not None and self.response_format.get("type") != "text":
             found.append(("response_format", "response_format (structured output)"))
         return found

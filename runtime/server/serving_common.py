@@ -196,6 +196,7 @@ def sampling_params(
         raise invalid_request(
             f"stop token id {bad} is outside the vocabulary [0, {vocab_size})", "stop_token_ids"
         )
+    logit_bias = _logit_bias(body.logit_bias, vocab_size)
     try:
         return SamplingParams(
             n=body.n,
@@ -213,6 +214,7 @@ def sampling_params(
             frequency_penalty=body.frequency_penalty,
             repetition_penalty=body.repetition_penalty,
             logprobs=logprobs,
+            logit_bias=logit_bias,
             include_stop_str_in_output=body.include_stop_str_in_output,
             skip_special_tokens=body.skip_special_tokens,
         )
@@ -222,6 +224,22 @@ def sampling_params(
         raise invalid_request(
             message, field if field in type(body).model_fields else None
         ) from None
+
+
+def _logit_bias(bias: dict[str, float] | None, vocab_size: int) -> dict[int, float] | None:
+    """OpenAI's {"<token id>": bias} with integer keys; 400 naming logit_bias otherwise."""
+    if not bias:
+        return None
+    result: dict[int, float] = {}
+    for key, value in bias.items():
+        token_id = int(key) if key.strip().isdecimal() else -1
+        if not 0 <= token_id < vocab_size:
+            raise invalid_request(
+                f"logit_bias keys must be token ids in [0, {vocab_size}), got {key!r}",
+                "logit_bias",
+            )
+        result[token_id] = value
+    return result
 
 
 def new_request_id(prefix: str) -> str:

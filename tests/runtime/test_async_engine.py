@@ -55,7 +55,7 @@ def _add_all(
             params = SamplingParams(
                 temperature=0.7 + 0.1 * i, top_p=(0.9, 1.0)[i % 2], top_k=(0, 40)[i % 3 == 0],
                 min_p=(0.0, 0.05)[i % 2], seed=100 + i, logprobs=(None, 3)[i % 2],
-                max_tokens=n, ignore_eos=True,
+                logit_bias=({}, {5: 3.0, 9: -100.0})[i % 2], max_tokens=n, ignore_eos=True,
             )  # fmt: skip
         if history:  # strong penalties and min_tokens: they read the token in flight
             params = SamplingParams(

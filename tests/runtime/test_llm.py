@@ -130,5 +130,7 @@ def test_errors_leave_the_engine_serving(llm: LLM) -> None:
     vocab = llm.engine_core.model_config.vocab_size
     with pytest.raises(ValueError, match="stop_token_ids"):
         llm.generate(PROMPTS[1], SamplingParams(stop_token_ids=[vocab], min_tokens=2))
+    with pytest.raises(ValueError, match="logit_bias"):
+        llm.generate(PROMPTS[1], SamplingParams(logit_bias={vocab: 1.0}))
     assert not llm.engine_core.has_unfinished_requests()
     assert llm.generate(PROMPTS[1], greedy)[0].outputs[0].token_ids == expected

@@ -137,6 +137,14 @@ def test_a_seeded_draw_depends_on_the_position_only() -> None:
     assert len(set(first)) > 1
 
 
+def test_logit_bias_forces_and_bans_tokens_greedy_or_sampled() -> None:
+    assert _sample([_row(SamplingParams(temperature=0.0, logit_bias={4: 100}))]) == [4]
+    banned = SamplingParams(temperature=0.0, logit_bias={0: -100})
+    assert _sample([_row(banned), _row(SamplingParams(temperature=0.0))]) == [1, 0]
+    sampled = SamplingParams(temperature=1.0, logit_bias={0: -100, 1: -100})
+    assert 0 not in _sample([_row(sampled)] * 200) and 1 not in _sample([_row(sampled)] * 200)
+
+
 def test_logprobs_are_raw_and_ranked() -> None:
     raw = torch.log_softmax(torch.tensor(LOGITS), 0)
     params = SamplingParams(temperature=0.0, repetition_penalty=2.0, logprobs=2)

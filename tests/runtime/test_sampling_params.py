@@ -62,6 +62,11 @@ def test_is_picklable_and_hashable() -> None:
         ("seed", -(2**63) - 1),
         ("stop_token_ids", [2**63]),
         ("max_tokens", 2**64),
+        ("logit_bias", {5: 100.5}),
+        ("logit_bias", {-1: 1.0}),
+        ("logit_bias", {5: float("nan")}),
+        ("logit_bias", "5"),
+        ("logit_bias", {i: 1.0 for i in range(301)}),
     ],
 )
 def test_bad_values_name_the_field(field: str, value: Any) -> None:
@@ -80,3 +85,11 @@ def test_each_of_n_samples_gets_its_own_seed_within_int64() -> None:
     assert seeds == [2**63 - 2, 2**63 - 1, -(2**63)]  # wrapped, never out of range
     assert [SamplingParams(seed=s).seed for s in seeds] == seeds
     assert SamplingParams(n=2).sample_seed(1) is None
+
+
+def test_logit_bias_is_normalised_to_sorted_pairs() -> None:
+    params = SamplingParams(logit_bias={7: -100, 3: 2.5})
+    assert params.logit_bias_items == ((3, 2.5), (7, -100.0))
+    assert params == SamplingParams(logit_bias=[(3, 2.5), (7, -100)])
+    assert hash(params) == hash(SamplingParams(logit_bias={3: 2.5, 7: -100.0}))
+    assert SamplingParams().logit_bias_items == ()

@@ -77,6 +77,10 @@ def _raw(server: ServerProcess, data: bytes) -> tuple[int, dict[str, Any]]:
             "stop_token_ids",
         ),
         (CHAT, {"messages": MESSAGES, "seed": -(2**63) - 1}, "seed"),
+        (COMPLETIONS, {"prompt": "x", "logit_bias": {"abc": 1}}, "logit_bias"),
+        (COMPLETIONS, {"prompt": "x", "logit_bias": {"10000000": 1}}, "logit_bias"),
+        (COMPLETIONS, {"prompt": "x", "logit_bias": {"5": 101}}, "logit_bias"),
+        (CHAT, {"messages": MESSAGES, "logit_bias": {str(i): 1 for i in range(301)}}, "logit_bias"),
     ],
 )
 def test_invalid_requests_get_400_naming_the_field(
@@ -100,7 +104,6 @@ def test_malformed_json_and_non_objects_get_400(api_server: ServerProcess) -> No
         ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
         ({"tool_choice": "required"}, "tool_choice"),
         ({"response_format": {"type": "json_object"}}, "response_format"),
-        ({"logit_bias": {"5": 1.0}}, "logit_bias"),
         (
             {"messages": [{"role": "user", "content": [{"type": "image_url"}]}]},
             "messages[0].content",

@@ -188,6 +188,29 @@ def test_seeded_sampling_repeats(client: openai.OpenAI) -> None:
     assert sample() == sample()
 
 
+def test_logit_bias_bans_and_forces_tokens(
+    client: openai.OpenAI, api_server: ServerProcess
+) -> None:
+    status, _, tokenized = api_server.post(
+        "/tokenize", {"prompt": "Hello,", "add_special_tokens": False}
+    )
+    assert status == 200
+    hello, comma = tokenized["tokens"]
+    forced = client.completions.create(
+        model="tiny", prompt="<|go|>", max_tokens=3, temperature=0.0,
+        logit_bias={str(comma): 100},
+    )  # fmt: skip
+    assert forced.choices[0].text == ",,,"
+    banned = client.completions.create(
+        model="tiny", prompt="<|go|>", max_tokens=3, logit_bias={str(hello): -100}
+    )
+    assert not banned.choices[0].text.startswith("Hello")
+    chat = client.chat.completions.create(
+        model="tiny", messages=MESSAGES, max_tokens=2, logit_bias={str(comma): 100}
+    )
+    assert chat.choices[0].message.content == ",,"
+
+
 def test_vllm_extensions_are_honoured(client: openai.OpenAI) -> None:
     response = client.completions.create(
         model="tiny", prompt="<|go|>", max_tokens=9, extra_body={"ignore_eos": True}
