@@ -22,7 +22,7 @@ import torch
 
 from llmservice.runtime import kv_cache, model_inputs
 from llmservice.runtime.config import EngineConfig
-from llmservice.runtime.cuda_graphs import DecodeGraphs
+from llmservice.runtime.cuda_graphs import DecodeGraphs, capture_sizes
 from llmservice.runtime.kernel_ops import get_kernel_ops
 from llmservice.runtime.model_inputs import (
     HostInputs,
@@ -145,9 +145,21 @@ class ModelRunner:
         self.graph_capture_s = 0.0
         if self.device.type == "cuda" and not config.device.enforce_eager:
             self._capture_graphs()
+        self.logits_buckets: list[int] = []
+        """Row counts the logits are padded to (ascending; empty: no padding)."""
         self.warmup_s = 0.0
         if self.device.type == "cuda":
             start = time.perf_counter()
+            # cuBLAS loads a GEMM kernel lazily the first time a shape needs it, and that
+            # blocked the host for ~0.3 s inside serving steps (benchmarks/profile_step.py):
+            # the lm_head runs at a few padded row counts, each loaded here.
+            self.logits_buckets = capture_sizes(config.scheduler.max_num_seqs)
+            with torch.inference_mode():
+                for rows in self.logits_buckets:
+                    hidden = torch.zeros(
+                        rows, config.model.hidden_size, dtype=config.model.dtype, device=self.device
+                    )
+                    self.model.compute_logits(hidden).argmax(dim=-1)
             warm_up(
                 self._compute_logits, self.block_size, self.num_blocks, config.model.max_model_len
             )
@@ -261,14 +273,24 @@ class ModelRunner:
                 feed,
                 (host.cascade_prefix_blocks, host.cascade_prefix_row) if cascade else None,
             )  # (num_seqs, hidden): every sequence samples
-            return self.model.compute_logits(hidden)
+            return self._logits(hidden)
         inputs = host.to_device(self.device)
         if feed is not None:
             inputs.input_ids.index_copy_(0, feed[0], feed[1])
         hidden = self.model(
             inputs.input_ids, inputs.positions, self.kv_caches, inputs.attn_metadata
         )  # (num_tokens, hidden)
-        return self.model.compute_logits(hidden[inputs.logits_indices])
+        return self._logits(hidden[inputs.logits_indices])
+
+    def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """(rows, hidden) -> (rows, vocab) float32 logits, computed over the rows padded to a
+        bucket (so the lm_head only meets row counts loaded at start-up)."""
+        rows = hidden.shape[0]
+        bucket = next((b for b in self.logits_buckets if b >= rows), rows)
+        if bucket == rows:
+            return self.model.compute_logits(hidden)
+        padded = torch.nn.functional.pad(hidden, (0, 0, 0, bucket - rows))  # (bucket, hidden)
+        return self.model.compute_logits(padded)[:rows]
 
     def _capture_graphs(self) -> None:
         start = time.perf_counter()

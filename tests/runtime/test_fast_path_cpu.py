@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
+from typing import Any
 
 import pytest
 
+from llmservice import LLM, SamplingParams
 from llmservice.runtime.cuda_graphs import capture_sizes
 from llmservice.runtime.model_inputs import prepare_host_inputs
 from llmservice.runtime.model_runner import _all_plain_greedy
 from llmservice.runtime.sampling_metadata import SamplingRow
-from llmservice.runtime.sampling_params import SamplingParams
 from llmservice.scheduler import Request, RequestLimits, ScheduledChunk
 
 
@@ -77,3 +79,36 @@ def test_plain_greedy_shortcut_only_when_argmax_suffices() -> None:
     # Stop tokens are masked until min_tokens: argmax alone could pick one.
     early = _request("b", [5], [], min_tokens=2)
     assert not _all_plain_greedy([SamplingRow(greedy, early, None)])
+
+
+def test_logits_padded_to_buckets_are_the_unpadded_ones(
+    checkpoints: dict[str, tuple[Path, Any]],
+) -> None:
+    """On CUDA the lm_head runs at bucketed row counts (loaded at start-up); the padding rows
+    must not change a sampled token or logprob. Forced here on the CPU."""
+    llm = LLM(str(checkpoints["llama"][0]), device="cpu", max_model_len=128, max_num_seqs=8)
+    prompts: list[Any] = [{"prompt_token_ids": [5 + i, 9, 4 + 2 * i]} for i in range(5)]
+    params = [
+        SamplingParams(temperature=(0.0, 0.9)[i % 2], seed=i, max_tokens=6 + i, logprobs=2,
+                       ignore_eos=True)
+        for i in range(5)
+    ]  # fmt: skip
+
+    def run() -> list[tuple[list[int], list[float]]]:
+        outputs = llm.generate(prompts, params)
+        return [
+            (
+                list(o.outputs[0].token_ids),
+                [next(iter(d.values())).logprob for d in o.outputs[0].logprobs or []],
+            )
+            for o in outputs
+        ]
+
+    runner = llm.engine_core.model_runner
+    assert runner.logits_buckets == []  # the CPU needs no padding
+    expected = run()
+    runner.logits_buckets = [3, 8]  # 1-2 rows -> 3, 4-5 rows -> 8 (the batch shrinks 5 -> 1)
+    padded = run()
+    assert [tokens for tokens, _ in padded] == [tokens for tokens, _ in expected]
+    for (_, ours), (_, theirs) in zip(padded, expected, strict=True):
+        assert ours == pytest.approx(theirs, abs=1e-5)
