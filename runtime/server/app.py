@@ -45,6 +45,8 @@ def build_app(context: ServingContext, metrics: ServerMetrics) -> web.Applicatio
     app.router.add_post("/v1/chat/completions", _with_context(create_chat_completion))
     app.router.add_post("/v1/completions", _with_context(create_completion))
     app.router.add_get("/v1/models", _models)
+    # `.+`: served names often hold a slash ("org/model"), sent raw or as %2F.
+    app.router.add_get("/v1/models/{model:.+}", _model)
     app.router.add_get("/health", _health)
     app.router.add_get("/ready", _ready)
     app.router.add_get("/metrics", _metrics)
@@ -115,19 +117,34 @@ async def _admission_middleware(request: web.Request, handler: Handler) -> web.S
 
 async def _models(request: web.Request) -> web.Response:
     context = request.app[_CONTEXT]
-    now = int(time.time())
-    data = [
-        {
-            "id": name,
-            "object": "model",
-            "created": now,
-            "owned_by": "llmservice",
-            "root": context.config.model,
-            "max_model_len": context.max_model_len,
-        }
-        for name in context.config.served_model_names
-    ]
+    data = [_model_card(context, name) for name in context.config.served_model_names]
     return web.json_response({"object": "list", "data": data})
+
+
+async def _model(request: web.Request) -> web.Response:
+    """OpenAI's "retrieve model": one entry of /v1/models, or 404."""
+    context = request.app[_CONTEXT]
+    name = request.match_info["model"]
+    names = context.config.served_model_names
+    if name not in names:
+        raise APIError(
+            404,
+            f"the model {name!r} does not exist; this server serves {', '.join(names)}",
+            param="model",
+            code="model_not_found",
+        )
+    return web.json_response(_model_card(context, name))
+
+
+def _model_card(context: ServingContext, name: str) -> dict[str, Any]:
+    return {
+        "id": name,
+        "object": "model",
+        "created": int(time.time()),
+        "owned_by": "llmservice",
+        "root": context.config.model,
+        "max_model_len": context.max_model_len,
+    }
 
 
 async def _health(request: web.Request) -> web.Response:

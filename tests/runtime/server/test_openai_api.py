@@ -34,6 +34,25 @@ def test_models_lists_the_served_name(client: openai.OpenAI) -> None:
     assert [m.id for m in models.data] == ["tiny"]
 
 
+def test_retrieve_model_is_the_entry_of_the_list(client: openai.OpenAI) -> None:
+    model = client.models.retrieve("tiny")
+    listed = client.models.list().data[0]
+    assert model.id == "tiny"
+    assert model.model_dump(exclude={"created"}) == listed.model_dump(exclude={"created"})
+
+
+def test_retrieve_unknown_model_is_404_and_needs_the_key(
+    client: openai.OpenAI, api_server: ServerProcess
+) -> None:
+    with pytest.raises(openai.NotFoundError) as error:
+        client.models.retrieve("gpt-4o")
+    assert error.value.code == "model_not_found"
+    assert "'gpt-4o' does not exist; this server serves tiny" in error.value.message
+    keyless = openai.OpenAI(base_url=api_server.url + "/v1", api_key="wrong", max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        keyless.models.retrieve("tiny")
+
+
 def test_chat_answer_is_split_into_reasoning_and_content(
     client: openai.OpenAI, api_server: ServerProcess
 ) -> None:
