@@ -42,6 +42,11 @@ class Tokenizer:
         """Number of token ids, added tokens included."""
         return len(self._tokenizer)
 
+    @property
+    def has_chat_template(self) -> bool:
+        """Whether the model ships a chat template."""
+        return bool(getattr(self._tokenizer, "chat_template", None))
+
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
         """Token ids of `text` (with BOS etc. when add_special_tokens)."""
         return list(self._tokenizer.encode(text, add_special_tokens=add_special_tokens))

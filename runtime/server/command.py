@@ -6,7 +6,8 @@ import argparse
 import logging
 import os
 import sys
-from typing import Any
+from pathlib import Path
+from typing import Any, ClassVar
 
 from llmservice.runtime.server.metrics import DEFAULT_LATENCY_BUCKETS
 from llmservice.runtime.server.reasoning import REASONING_PARSERS
@@ -49,6 +50,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=os.environ.get(API_KEY_ENV) or None,
         help="require 'Authorization: Bearer KEY' (all routes but /health, /ready, /metrics, "
         f"/version); default: ${API_KEY_ENV}",
+    )
+    http.add_argument(
+        "--chat-template",
+        type=_chat_template,
+        default=None,
+        help="a Jinja chat template file, or the template text itself, used instead of the "
+        "model's own",
     )
     http.add_argument(
         "--reasoning-parser",
@@ -130,6 +138,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "output, so batches do not outgrow it and preempt (default: on)",
     )
     engine.add_argument(
+        "--enforce-eager",
+        action="store_true",
+        help="run the model eagerly, without CUDA graphs (less memory and a faster start-up, "
+        "slower decoding)",
+    )
+    engine.add_argument(
         "--scheduling-policy",
         choices=("fcfs", "priority"),
         default="fcfs",
@@ -182,6 +196,7 @@ def run(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         api_key=args.api_key,
+        chat_template=args.chat_template,
         reasoning_parser=args.reasoning_parser,
         shutdown_timeout_s=args.shutdown_timeout,
         max_log_len=args.max_log_len,
@@ -213,6 +228,7 @@ def _engine_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "max_num_seqs": args.max_num_seqs,
         "max_num_batched_tokens": args.max_num_batched_tokens,
         "enable_prefix_caching": args.enable_prefix_caching,
+        "enforce_eager": args.enforce_eager,
         "admission_headroom": args.admission_headroom,
         "tensor_parallel_size": args.tensor_parallel_size,
         "scheduling_policy": args.scheduling_policy,
@@ -231,3 +247,56 @@ def _buckets(text: str) -> tuple[float, ...]:
     if not values or values[0] <= 0:
         raise argparse.ArgumentTypeError("buckets must be positive seconds")
     return values
+
+
+def _chat_template(value: str) -> str:
+    """--chat-template as vLLM reads it: a file's text, or else the template text itself.
+
+    A value that is neither an existing file nor Jinja (no `{{` or `{%`) is most likely a
+    mistyped path: refused here, at start-up, rather than on the first chat request.
+    """
+    is_file = _is_file(value)
+    if is_file:
+        try:
+            text = Path(value).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            raise argparse.ArgumentTypeError(f"cannot read {value!r}: {error}") from None
+    elif "{{" in value or "{%" in value:
+        text = value
+    else:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a file and does not look like a Jinja template (no '{{{{' or '{{%')"
+        )
+    _check_jinja_syntax(text, f" in {value}" if is_file else "")
+    return text
+
+
+def _is_file(value: str) -> bool:
+    try:
+        return Path(value).is_file()
+    except (OSError, ValueError):  # template text can be too long (or odd) for a path
+        return False
+
+
+def _check_jinja_syntax(text: str, where: str) -> None:
+    """A syntax error in the template fails start-up, not every chat request."""
+    import jinja2
+    from jinja2 import nodes
+    from jinja2.ext import Extension, loopcontrols
+
+    class _Generation(Extension):
+        # transformers renders chat templates with `{% generation %}...{% endgeneration %}`
+        # (it marks the assistant's tokens) and loop controls; accept what it accepts.
+        tags: ClassVar[set[str]] = {"generation"}
+
+        def parse(self, parser: Any) -> Any:
+            lineno = next(parser.stream).lineno
+            body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
+            return nodes.Scope(body, lineno=lineno)
+
+    try:
+        jinja2.Environment(extensions=[_Generation, loopcontrols]).parse(text)
+    except jinja2.TemplateSyntaxError as error:
+        raise argparse.ArgumentTypeError(
+            f"the template has a syntax error{where} (line {error.lineno}): {error.message}"
+        ) from None

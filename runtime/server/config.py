@@ -21,6 +21,8 @@ class ServerConfig:
     """Port to listen on."""
     api_key: str | None = None
     """When set, every route except /health, /ready, /metrics and /version needs it."""
+    chat_template: str | None = None
+    """Jinja text of --chat-template, rendered instead of the model's own chat template."""
     reasoning_parser: str | None = None
     """"deepseek_r1" or "qwen3": split chat answers into reasoning_content and content."""
     shutdown_timeout_s: float = 30.0

@@ -77,16 +77,25 @@ def render_chat(
     add_generation_prompt: bool,
     template_kwargs: dict[str, Any] | None,
 ) -> str:
-    """The conversation rendered by the model's chat template; 400 when it cannot be."""
+    """The conversation rendered by --chat-template, else by the model's own chat template;
+    400 when it cannot be."""
     kwargs = dict(template_kwargs or {})
     reserved = sorted(_RESERVED_TEMPLATE_KWARGS & kwargs.keys())
     if reserved:
         raise invalid_request(
             f"chat_template_kwargs must not set {', '.join(reserved)}", "chat_template_kwargs"
         )
+    tokenizer = context.require_tokenizer()
+    template = context.config.chat_template
+    if template is None and not tokenizer.has_chat_template:
+        raise invalid_request(
+            "this model has no chat template: start the server with --chat-template, "
+            "or send the prompt to /v1/completions",
+            "messages",
+        )
     try:
-        return context.require_tokenizer().apply_chat_template(
-            [_message_dict(m) for m in messages], add_generation_prompt, **kwargs
+        return tokenizer.apply_chat_template(
+            [_message_dict(m) for m in messages], add_generation_prompt, template, **kwargs
         )
     except (ValueError, TypeError, jinja2.TemplateError) as error:  # the conversation's fault
         raise invalid_request(f"the chat template failed: {error}", "messages") from None
