@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 from llmservice.runtime.server.metrics import DEFAULT_LATENCY_BUCKETS
 from llmservice.runtime.server.reasoning import REASONING_PARSERS
@@ -287,7 +287,7 @@ def _check_jinja_syntax(text: str, where: str) -> None:
     class _Generation(Extension):
         # transformers renders chat templates with `{% generation %}...{% endgeneration %}`
         # (it marks the assistant's tokens) and loop controls; accept what it accepts.
-        tags: ClassVar[set[str]] = {"generation"}
+        tags = {"generation"}  # noqa: RUF012 (jinja2 declares it a plain set)
 
         def parse(self, parser: Any) -> Any:
             lineno = next(parser.stream).lineno
