@@ -19,7 +19,7 @@ from aiohttp.web_request import BaseRequest
 from llmservice import __version__
 from llmservice.runtime.server.auth import EXEMPT_PATHS, check_api_key
 from llmservice.runtime.server.core_client import EngineDeadError
-from llmservice.runtime.server.errors import APIError, invalid_request, overloaded
+from llmservice.runtime.server.errors import APIError, invalid_request, model_not_found, overloaded
 from llmservice.runtime.server.metrics import ServerMetrics
 from llmservice.runtime.server.protocol import DetokenizeRequest, TokenizeRequest
 from llmservice.runtime.server.serving_chat import create_chat_completion, render_chat
@@ -127,12 +127,7 @@ async def _model(request: web.Request) -> web.Response:
     name = request.match_info["model"]
     names = context.config.served_model_names
     if name not in names:
-        raise APIError(
-            404,
-            f"the model {name!r} does not exist; this server serves {', '.join(names)}",
-            param="model",
-            code="model_not_found",
-        )
+        raise model_not_found(name, names)
     return web.json_response(_model_card(context, name))
 
 

@@ -8,6 +8,7 @@ SSE writer, once a stream has begun) turns it into OpenAI's envelope
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from aiohttp import web
@@ -61,6 +62,12 @@ class APIError(Exception):
 def invalid_request(message: str, param: str | None = None) -> APIError:
     """400: the request is malformed or asks for something out of range."""
     return APIError(400, message, param=param)
+
+
+def model_not_found(name: str, served: Sequence[str]) -> APIError:
+    """404 for a model name this server does not serve."""
+    message = f"the model {name!r} does not exist; this server serves {', '.join(served)}"
+    return APIError(404, message, param="model", code="model_not_found")
 
 
 def not_implemented(feature: str, param: str) -> APIError:

@@ -19,7 +19,12 @@ from pydantic import BaseModel, ValidationError
 
 from llmservice.runtime.sampling_params import MAX_LOGPROBS, SamplingParams
 from llmservice.runtime.server.config import ServerConfig
-from llmservice.runtime.server.errors import APIError, invalid_request, not_implemented
+from llmservice.runtime.server.errors import (
+    APIError,
+    invalid_request,
+    model_not_found,
+    not_implemented,
+)
 from llmservice.runtime.server.protocol import SamplingFields
 from llmservice.runtime.server.reasoning import REASONING_PARSERS, ReasoningSyntax
 from llmservice.runtime.server.router import RequestRouter
@@ -103,12 +108,7 @@ def check_common(body: SamplingFields, context: ServingContext, request_id: str)
     """Model name, unsupported features, unknown fields and the request-level numbers."""
     names = context.config.served_model_names
     if body.model is not None and body.model not in names:
-        raise APIError(
-            404,
-            f"the model {body.model!r} does not exist; this server serves {', '.join(names)}",
-            param="model",
-            code="model_not_found",
-        )
+        raise model_not_found(body.model, names)
     for param, feature in body.unsupported_fields():
         raise not_implemented(feature, param)
     unknown = body.unknown_fields()
