@@ -24,7 +24,11 @@ from llmservice.operator.schema_types import LABEL_KEY, LABEL_VALUE, CamelModel,
 
 LabelKey = Annotated[str, StringConstraints(pattern=LABEL_KEY, max_length=317)]
 LabelValue = Annotated[str, StringConstraints(pattern=LABEL_VALUE, max_length=63)]
-INT64 = 2**63
+# Bounds of tolerationSeconds (an int64). The API server keeps a CRD schema's minimum and maximum
+# as float64 and writes them back in the shortest decimal form: 2^63 - 1 came back as
+# 9223372036854776000, 2^62 as 4611686018427388000 (a changed schema, e2e/test_chart.py). A
+# round 10^15 s (31 million years) survives exactly and is beyond any real toleration.
+TOLERATION_SECONDS_BOUND = 10**15
 
 
 class LabelSelectorRequirement(CamelModel):
@@ -110,8 +114,8 @@ class Toleration(CamelModel):
     )
     toleration_seconds: int | None = Field(
         default=None,
-        ge=-INT64,
-        le=INT64 - 1,
+        ge=-TOLERATION_SECONDS_BOUND,
+        le=TOLERATION_SECONDS_BOUND,
         description="For NoExecute: how long the pod stays bound after the taint.",
     )
 

@@ -74,6 +74,17 @@ def test_the_schema_is_structural() -> None:
             assert node.get("description"), f"{path} has no description"
 
 
+def test_numeric_bounds_survive_the_api_servers_float64() -> None:
+    """The API server keeps minimum/maximum as float64 and writes them back in shortest form:
+    an int64 bound such as 2^63 - 1 came back changed (e2e/test_chart.py caught it)."""
+    for path, node in _nodes(openapi_schema()):
+        for key in ("minimum", "maximum"):
+            if key in node:
+                assert abs(node[key]) <= 2**53, (
+                    f"{path}.{key} = {node[key]} is not exact in float64"
+                )
+
+
 def test_only_affinity_passes_unknown_fields_through() -> None:
     preserved = [
         path
