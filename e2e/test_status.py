@@ -7,7 +7,7 @@ and image pull failures from kwok's fault stage on a labelled pod (e2e/cluster/s
 from __future__ import annotations
 
 import pytest
-from cluster import Kubectl
+from cluster import Kubectl, wait_for
 from support.llmservices import LLMServices, condition, holds, small_llmservice
 
 FAULT_LABEL = "e2e.llmservice.io/fault"
@@ -41,6 +41,20 @@ def test_more_gpus_than_a_node_has_is_degraded_unschedulable(
     ready = llmservices.wait_ready(namespace, "greedy")
     assert ready["metadata"]["generation"] == 2
     assert condition(ready, "Degraded")["status"] == "False"  # type: ignore[index]
+
+    # `kubectl describe llms greedy` tells the same story in events.
+    def events() -> list[tuple[str, str]] | None:
+        items = kubectl.get("events", namespace=namespace)["items"]
+        seen = [
+            (e["type"], e["reason"])
+            for e in sorted(items, key=lambda e: e.get("lastTimestamp") or "")
+            if e["involvedObject"]["kind"] == "LLMService"
+            and e["involvedObject"]["name"] == "greedy"
+        ]
+        return seen if ("Normal", "Ready") in seen else None
+
+    seen = wait_for(events, timeout=30, what="the LLMService's Ready event")
+    assert ("Warning", "Unschedulable") in seen and ("Normal", "Recovered") in seen
 
 
 @pytest.mark.slow

@@ -1,4 +1,5 @@
-"""A small async Kubernetes API client: server-side apply, get, list, delete, status patches.
+"""A small async Kubernetes API client: server-side apply, create, get, list, delete, status
+patches.
 
 kopf watches and dispatches but has no server-side apply, so the reconciler talks to the API
 through this client. It authenticates with the same login functions kopf uses (the in-cluster
@@ -130,6 +131,12 @@ class KubeClient:
         except ApiError as error:
             if error.status != 404:
                 raise
+
+    async def create(self, manifest: Obj, plural: str) -> Obj:
+        """POST a new object (its name may come from metadata.generateName)."""
+        meta = manifest["metadata"]
+        path = resource_path(manifest["apiVersion"], plural, meta.get("namespace"))
+        return await self.request("POST", path, body=manifest)
 
     async def patch_status(
         self, api_version: str, plural: str, namespace: str, name: str, status: Obj

@@ -3,7 +3,8 @@
 This is the I/O edge around the pure parts: `build_all` says what should exist, the client
 applies it (server-side apply, one field manager, so applying twice changes nothing), objects
 switched off are deleted, and `derive_status` turns the observed Deployment, pods and events
-into the status. Errors split in two: a spec the API server refuses (4xx) is reported as
+into the status; a status whose conditions changed also gets its Events (events.py). Errors
+split in two: a spec the API server refuses (4xx) is reported as
 Degraded/InvalidSpec and not retried until the spec changes; anything transient raises
 `RetryLater`, which the kopf handlers turn into a delayed retry.
 """
@@ -12,17 +13,21 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import logging
 from collections import defaultdict
 from typing import Any, Protocol
 
 from llmservice.operator.builders import OWNED_KINDS, build_all, unwanted_kinds
 from llmservice.operator.crd import API_VERSION, PLURAL
 from llmservice.operator.drift import drifted, owns_field
+from llmservice.operator.events import condition_events, event_manifest
 from llmservice.operator.kube import ApiError
 from llmservice.operator.labels import owner_name, selector_string
 from llmservice.operator.resource import InvalidLLMService, LLMService, parse_llmservice
 from llmservice.operator.settings import Settings
 from llmservice.operator.status import Observed, derive_status, invalid_status
+
+logger = logging.getLogger(__name__)
 
 Obj = dict[str, Any]
 _PLURAL_OF_KIND = {kind: plural for _, kind, plural in OWNED_KINDS}
@@ -48,6 +53,7 @@ class KubeApi(Protocol):
     async def patch_status(
         self, api_version: str, plural: str, namespace: str, name: str, status: Obj
     ) -> Obj: ...
+    async def create(self, manifest: Obj, plural: str) -> Obj: ...
 
 
 class RetryLater(Exception):
@@ -193,6 +199,14 @@ class Reconciler:
         await self._call(
             self._client.patch_status(API_VERSION, PLURAL, meta["namespace"], meta["name"], status)
         )
+        now = self._now()
+        for note in condition_events(current.get("conditions") or [], status["conditions"]):
+            try:
+                await self._client.create(event_manifest(body, note, now), "events")
+            except ApiError as error:  # an event is worth a log line, not a retry
+                logger.warning(
+                    "could not post the %s event of %s: %s", note.reason, meta["name"], error
+                )
 
     @staticmethod
     async def _call(awaitable: Any) -> Any:

@@ -25,6 +25,8 @@ class FakeApi:
         self.objects: dict[tuple[str, str, str], Obj] = {}
         self.writes: list[tuple[str, ...]] = []
         self.fail_apply: dict[str, ApiError] = {}
+        self.events: list[Obj] = []
+        self.fail_create: ApiError | None = None
 
     async def apply(self, manifest: Obj, plural: str, field_manager: str) -> Obj:
         if manifest["kind"] in self.fail_apply:
@@ -62,6 +64,13 @@ class FakeApi:
         self.writes.append(("status", plural, name))
         self.objects[(plural, namespace, name)]["status"] = copy.deepcopy(status)
         return self.objects[(plural, namespace, name)]
+
+    async def create(self, manifest: Obj, plural: str) -> Obj:
+        if self.fail_create is not None:
+            raise self.fail_create
+        self.writes.append(("create", plural, manifest["reason"]))
+        self.events.append(copy.deepcopy(manifest))
+        return manifest
 
 
 def _cr(api: FakeApi, body: Obj) -> Obj:
@@ -137,10 +146,23 @@ def test_an_invalid_spec_is_reported_not_applied(body: Obj) -> None:
     api = FakeApi()
     body["spec"]["replicas"] = -1
     _run(api, _cr(api, body))
-    assert [w[0] for w in api.writes] == ["status"]
+    assert [w[0] for w in api.writes] == ["status", "create"]  # the status, then its event
     status = api.objects["llmservices", "team", "demo"]["status"]
     degraded = {c["type"]: c for c in status["conditions"]}["Degraded"]
     assert degraded["reason"] == "InvalidSpec" and "spec.replicas" in degraded["message"]
+    (event,) = api.events
+    assert (event["type"], event["reason"]) == ("Warning", "InvalidSpec")
+    assert event["involvedObject"]["name"] == "demo" and "spec.replicas" in event["message"]
+    _run(api, api.objects["llmservices", "team", "demo"])
+    assert len(api.events) == 1  # nothing changed: no second event
+
+
+def test_an_event_the_api_server_refuses_does_not_fail_the_reconcile(body: Obj) -> None:
+    api = FakeApi()
+    api.fail_create = ApiError(403, "Forbidden", "events is forbidden")
+    body["spec"]["replicas"] = -1
+    _run(api, _cr(api, body))
+    assert api.objects["llmservices", "team", "demo"]["status"]["phase"] == "Degraded"
 
 
 def test_a_refused_object_degrades_instead_of_retrying(body: Obj) -> None:
