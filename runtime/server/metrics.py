@@ -23,6 +23,8 @@ DEFAULT_LATENCY_BUCKETS: tuple[float, ...] = (
     0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0, 160.0,
     320.0, 640.0,
 )  # fmt: skip
+# Tokens per request: vLLM's 1-2-5 series.
+TOKEN_BUCKETS: tuple[float, ...] = tuple(float(m * 10**e) for e in range(7) for m in (1, 2, 5))
 PREFIX = "llmservice:"
 FINISH_REASONS = ("stop", "length", "abort")
 
@@ -40,6 +42,12 @@ class RequestClock:
     """When the core produced its first token."""
     last_token: float | None = None
     """When the core produced its latest token."""
+    scheduled: float | None = None
+    """When the core first scheduled it."""
+    num_prompt_tokens: int = 0
+    """Its prompt length (known with its first token)."""
+    num_generation_tokens: int = 0
+    """Tokens generated so far."""
 
 
 class ServerMetrics:
@@ -69,6 +77,22 @@ class ServerMetrics:
         self._queue = self._histogram(
             "request_queue_time_seconds", "Time waiting before first scheduled.", buckets
         )
+        # Per finished request, as vLLM's histograms of the same names.
+        self._prefill = self._histogram(
+            "request_prefill_time_seconds", "First scheduled to first token.", buckets
+        )
+        self._decode = self._histogram(
+            "request_decode_time_seconds", "First token to last token.", buckets
+        )
+        self._inference = self._histogram(
+            "request_inference_time_seconds", "First scheduled to finished.", buckets
+        )
+        self._request_prompt = self._histogram(
+            "request_prompt_tokens", "Prompt tokens per request.", TOKEN_BUCKETS
+        )
+        self._request_generation = self._histogram(
+            "request_generation_tokens", "Generated tokens per request.", TOKEN_BUCKETS
+        )
         self.registry.register(_CoreStatsCollector(self))
 
     def _histogram(self, name: str, doc: str, buckets: tuple[float, ...]) -> Histogram:
@@ -90,8 +114,10 @@ class ServerMetrics:
         if num_new_tokens <= 0:
             return
         self._generation_tokens.inc(num_new_tokens)
+        clock.num_generation_tokens += num_new_tokens
         if clock.first_token is None:
             clock.first_token = now
+            clock.num_prompt_tokens = num_prompt_tokens
             self._prompt_tokens.inc(num_prompt_tokens)
             self._ttft.observe(max(0.0, now - clock.arrival))
         elif clock.last_token is not None:
@@ -100,12 +126,21 @@ class ServerMetrics:
 
     def record_queue_time(self, clock: RequestClock, scheduled_at: float) -> None:
         """A core request was first scheduled at `scheduled_at`."""
+        clock.scheduled = scheduled_at
         self._queue.observe(max(0.0, scheduled_at - clock.arrival))
 
     def record_finish(self, clock: RequestClock, reason: str, now: float) -> None:
         """A core request finished ("stop", "length" or "abort")."""
         self._success.labels(reason).inc()
         self._e2e.observe(max(0.0, now - clock.arrival))
+        if clock.first_token is None:
+            return  # aborted before its first token: no prefill or decode to time
+        self._request_prompt.observe(clock.num_prompt_tokens)
+        self._request_generation.observe(clock.num_generation_tokens)
+        if clock.scheduled is not None:
+            self._prefill.observe(max(0.0, clock.first_token - clock.scheduled))
+            self._inference.observe(max(0.0, now - clock.scheduled))
+        self._decode.observe(max(0.0, (clock.last_token or clock.first_token) - clock.first_token))
 
     def render(self) -> bytes:
         """The text exposition format."""

@@ -31,6 +31,16 @@ def test_metrics_move_as_requests_flow(api_server: ServerProcess) -> None:
     assert delta("llmservice:e2e_request_latency_seconds_count") == 1
     assert delta("llmservice:request_queue_time_seconds_count") == 1
     assert delta("llmservice:inter_token_latency_seconds_count") == 4
+    # Per request: 1 prompt token and 5 generated, timed from first scheduled.
+    assert delta("llmservice:request_prompt_tokens_sum") == 1
+    assert delta("llmservice:request_generation_tokens_sum") == 5
+    assert delta('llmservice:request_generation_tokens_bucket{le="5.0"}') == 1
+    assert delta('llmservice:request_generation_tokens_bucket{le="2.0"}') == 0
+    for name in ("prefill", "decode", "inference"):
+        assert delta(f"llmservice:request_{name}_time_seconds_count") == 1
+    assert delta("llmservice:request_inference_time_seconds_sum") >= delta(
+        "llmservice:request_decode_time_seconds_sum"
+    )
     assert delta("llmservice:prefix_cache_queries_total") >= 0
     assert after["llmservice:num_preemptions_total"] >= 0
     assert 'llmservice:time_to_first_token_seconds_bucket{le="320.0"}' in after
