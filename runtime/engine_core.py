@@ -71,6 +71,8 @@ class EngineCoreOutput:
     """The stop token id that ended it (None for EOS and length)."""
     num_cached_tokens: int = 0
     """Prompt tokens served from the prefix cache."""
+    prompt_logprobs: list[TokenLogprobs] | None = None
+    """With the first token of a request that asked: prompt tokens 1.. with their logprobs."""
 
     @property
     def finished(self) -> bool:
@@ -105,6 +107,8 @@ class EngineCore:
         self._params: dict[str, SamplingParams] = {}
         # Requests waiting for their prefix leader's prompt to be computed (by leader id).
         self._deferred: dict[str, list[Request]] = {}
+        # Prompt logprobs by request, by position, until they leave with the first token.
+        self._prompt_logprobs: dict[str, dict[int, TokenLogprobs]] = {}
         self._prompt_tokens_total = 0
         self._generation_tokens_total = 0
         self.async_scheduling = self.model_runner.device.type == "cuda"
@@ -168,6 +172,7 @@ class EngineCore:
             max_tokens=max_tokens,
             min_tokens=min(params.min_tokens, max_tokens),
             stop_token_ids=frozenset(stop_ids),
+            reuse_cached_prefix=params.prompt_logprobs is None,
         )
         core_request = Request(
             request.request_id,
@@ -191,6 +196,7 @@ class EngineCore:
             self._deferred[leader] = [r for r in waiting if r.request_id not in ids]
         for request_id in ids:
             self._params.pop(request_id, None)
+            self._prompt_logprobs.pop(request_id, None)
         self.scheduler.finish_requests(ids, RequestStatus.FINISHED_ABORTED)
         self.model_runner.remove_requests(list(ids))
 
@@ -261,6 +267,10 @@ class EngineCore:
     def _make_outputs(
         self, result: RunnerOutput, finished: list[Request]
     ) -> list[EngineCoreOutput]:
+        for request_id, positions in result.prompt_logprobs.items():
+            if request_id in self._params:  # not aborted while its step ran
+                # A recomputed prompt (after a preemption) gives the same positions again.
+                self._prompt_logprobs.setdefault(request_id, {}).update(positions)
         finished_by_id = {request.request_id: request for request in finished}
         outputs: list[EngineCoreOutput] = []
         for request_id, token in result.sampled_token_ids.items():
@@ -274,6 +284,10 @@ class EngineCore:
                 self._prompt_tokens_total += request.num_prompt_tokens
             self._generation_tokens_total += 1
             logprobs = result.logprobs.get(request_id)
+            prompt_logprobs = None
+            if request.num_output_tokens == 1 and request_id in self._prompt_logprobs:
+                by_position = self._prompt_logprobs.pop(request_id)
+                prompt_logprobs = [by_position[p] for p in sorted(by_position)]
             outputs.append(
                 EngineCoreOutput(
                     request_id=request_id,
@@ -282,10 +296,12 @@ class EngineCore:
                     finish_reason=request.status.finish_reason,
                     stop_reason=self._stop_reason(request),
                     num_cached_tokens=request.num_cached_tokens,
+                    prompt_logprobs=prompt_logprobs,
                 )
             )
         for request in finished:
             self._params.pop(request.request_id, None)
+            self._prompt_logprobs.pop(request.request_id, None)
         return outputs
 
     def _stop_reason(self, request: Request) -> int | None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -32,7 +32,12 @@ from llmservice.runtime.model_inputs import (
 )
 from llmservice.runtime.models.loader import load_model
 from llmservice.runtime.outputs import TokenLogprobs
-from llmservice.runtime.sampler import LogprobTensors, SampledTensors, Sampler
+from llmservice.runtime.sampler import (
+    LogprobTensors,
+    SampledTensors,
+    Sampler,
+    logprob_tensors,
+)
 from llmservice.runtime.sampling_metadata import SamplingMetadata, SamplingRow
 from llmservice.runtime.sampling_params import SamplingParams
 from llmservice.runtime.warmup import warm_up
@@ -40,6 +45,8 @@ from llmservice.scheduler import Request, RequestLimits, ScheduledChunk, Schedul
 
 logger = logging.getLogger(__name__)
 
+# Prompt logprobs are computed this many positions at a time (their float32 logits).
+_PROMPT_LOGPROB_ROWS = 256
 # The profiling pass samples one token of a throw-away request.
 _PROFILE_LIMITS = RequestLimits(max_tokens=1)
 
@@ -52,14 +59,23 @@ class RunnerOutput:
     """Request id -> its new token (only chunks that sample)."""
     logprobs: dict[str, TokenLogprobs]
     """Request id -> the new token's logprobs (only requests that asked)."""
+    prompt_logprobs: dict[str, dict[int, TokenLogprobs]] = field(default_factory=dict)
+    """Request id -> prompt position p -> the logprobs of prompt token p + 1 (`prompt_logprobs`
+    requests whose prompt this step computed)."""
 
 
 class LaunchedStep:
     """A launched step: its sampled tokens (and logprobs) on the device, on their way to the
     host."""
 
-    def __init__(self, request_ids: tuple[str, ...], sampled: SampledTensors | None) -> None:
+    def __init__(
+        self,
+        request_ids: tuple[str, ...],
+        sampled: SampledTensors | None,
+        prompt_logprobs: dict[str, dict[int, TokenLogprobs]] | None = None,
+    ) -> None:
         self.request_ids = request_ids
+        self._prompt_logprobs = prompt_logprobs or {}
         """The request of each sampled row."""
         self.tokens = None if sampled is None else sampled.tokens
         """(num_sampled,) int64 on the device (None: nothing sampled)."""
@@ -95,18 +111,18 @@ class LaunchedStep:
     def result(self) -> RunnerOutput:
         """Wait for the tokens (and logprobs) on the host."""
         if self._sampled is None:
-            return RunnerOutput({}, {})
+            return RunnerOutput({}, {}, self._prompt_logprobs)
         if self._event is not None:
             self._event.synchronize()
         tokens: list[int] = self._host[0].tolist()
         sampled = dict(zip(self.request_ids, tokens, strict=True))
         if self._sampled.logprobs is None:
-            return RunnerOutput(sampled, {})
+            return RunnerOutput(sampled, {}, self._prompt_logprobs)
         rows = LogprobTensors.of(self._host[1:]).rows(tokens, self._sampled.num_logprobs)
         logprobs = {
             rid: lp for rid, lp in zip(self.request_ids, rows, strict=True) if lp is not None
         }
-        return RunnerOutput(sampled, logprobs)
+        return RunnerOutput(sampled, logprobs, self._prompt_logprobs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,10 +240,15 @@ class ModelRunner:
                 self.device,
             )
             feed = (index[0], previous.tokens.index_select(0, index[1]))
-        logits = self._compute_logits(host, feed)  # (num_sampled, vocab)
+        prompt_jobs = self._prompt_logprob_jobs(output.chunks, requests)
+        logits, hidden = self._forward(host, feed, keep_hidden=bool(prompt_jobs))
+        prompt_logprobs = {}
+        if hidden is not None:
+            # Synchronous (the values are read here): only steps that compute such prompts.
+            prompt_logprobs = self._prompt_logprobs(hidden, host, prompt_jobs)
         ids = host.sampled_request_ids
         if not ids:
-            return LaunchedStep((), None)
+            return LaunchedStep((), None, prompt_logprobs)
         by_id = {request.request_id: request for request in requests}
         fed = set(host.fed_request_ids)  # their previous token is still on the device
         rows = [
@@ -238,7 +259,9 @@ class ModelRunner:
         ]
         if _all_plain_greedy(rows):
             # One argmax on the device and one copy of the ids: no per-step metadata tensors.
-            return LaunchedStep(ids, SampledTensors(logits.argmax(dim=-1), None, []))
+            return LaunchedStep(
+                ids, SampledTensors(logits.argmax(dim=-1), None, []), prompt_logprobs
+            )
         pending = None
         if (
             previous is not None
@@ -252,15 +275,25 @@ class ModelRunner:
                 index >= 0, previous.tokens.index_select(0, index.clamp(min=0)), -1
             )  # (num_sampled,)
         meta = SamplingMetadata.build(rows, self.device, pending)
-        return LaunchedStep(ids, self.sampler.sample(logits, meta))
+        return LaunchedStep(ids, self.sampler.sample(logits, meta), prompt_logprobs)
 
     def _compute_logits(
         self, host: HostInputs, feed: tuple[torch.Tensor, torch.Tensor] | None = None
     ) -> torch.Tensor:
+        return self._forward(host, feed)[0]
+
+    def _forward(
+        self,
+        host: HostInputs,
+        feed: tuple[torch.Tensor, torch.Tensor] | None = None,
+        keep_hidden: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The logits of the sampled rows, and (keep_hidden: eager) every row's hidden state."""
         num_seqs = len(host.seq_lens)
         cascade = host.cascade_prefix_blocks > 0
         if (
             self.graphs is not None
+            and not keep_hidden
             and host.is_pure_decode
             and self.graphs.graph_size(num_seqs, cascade) is not None
         ):
@@ -273,14 +306,57 @@ class ModelRunner:
                 feed,
                 (host.cascade_prefix_blocks, host.cascade_prefix_row) if cascade else None,
             )  # (num_seqs, hidden): every sequence samples
-            return self._logits(hidden)
+            return self._logits(hidden), None
         inputs = host.to_device(self.device)
         if feed is not None:
             inputs.input_ids.index_copy_(0, feed[0], feed[1])
         hidden = self.model(
             inputs.input_ids, inputs.positions, self.kv_caches, inputs.attn_metadata
         )  # (num_tokens, hidden)
-        return self._logits(hidden[inputs.logits_indices])
+        return self._logits(hidden[inputs.logits_indices]), hidden if keep_hidden else None
+
+    def _prompt_logprob_jobs(
+        self, chunks: Sequence[ScheduledChunk], requests: Sequence[Request]
+    ) -> list[tuple[int, int, int, Request]]:
+        """(chunk index, first position, end position) of the prompt positions whose next
+        token is a prompt token, for requests that asked for prompt logprobs."""
+        jobs = []
+        for index, (chunk, request) in enumerate(zip(chunks, requests, strict=True)):
+            state = self._requests.get(chunk.request_id)
+            if state is None or state.params.prompt_logprobs is None:
+                continue
+            if request.num_output_tokens > 0:
+                continue  # delivered with the first token (a later recompute changes nothing)
+            start = chunk.num_computed_tokens  # the chunk's first position
+            end = min(start + chunk.num_new_tokens, request.num_prompt_tokens - 1)
+            if start < end:
+                jobs.append((index, start, end, request))
+        return jobs
+
+    def _prompt_logprobs(
+        self,
+        hidden: torch.Tensor,  # (num_tokens, hidden) of the whole step
+        host: HostInputs,
+        jobs: list[tuple[int, int, int, Request]],
+    ) -> dict[str, dict[int, TokenLogprobs]]:
+        result: dict[str, dict[int, TokenLogprobs]] = {}
+        for index, start, end, request in jobs:
+            row_of_start = int(host.query_start_loc[index])  # the chunk's first row
+            num_top = self._requests[request.request_id].params.prompt_logprobs or 0
+            by_position = result.setdefault(request.request_id, {})
+            # Slices bound the float32 logits of a long chunk (rows x vocabulary).
+            for lo in range(start, end, _PROMPT_LOGPROB_ROWS):
+                hi = min(lo + _PROMPT_LOGPROB_ROWS, end)
+                rows = hidden[row_of_start + lo - start : row_of_start + hi - start]
+                logprobs = torch.log_softmax(self.model.compute_logits(rows), dim=-1)
+                next_tokens = request.prompt_token_ids[lo + 1 : hi + 1]
+                targets = torch.tensor(next_tokens, device=logprobs.device)
+                asked: list[int | None] = [num_top] * (hi - lo)
+                entries = logprob_tensors(logprobs, targets, asked).rows(next_tokens, asked)
+                by_position.update(
+                    (p, e) for p, e in zip(range(lo, hi), entries, strict=True) if e is not None
+                )
+        return result
 
     def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """(rows, hidden) -> (rows, vocab) float32 logits, computed over the rows padded to a

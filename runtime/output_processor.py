@@ -12,6 +12,7 @@ process in front of an EngineCore process.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -81,6 +82,7 @@ class _Parent:
     samples: list[_Sample]
     num_cached_tokens: int = 0
     arrival_time: float = field(default_factory=time.monotonic)
+    prompt_logprobs: list[dict[int, Logprob] | None] | None = None
 
     def to_output(self) -> RequestOutput:
         return RequestOutput(
@@ -90,6 +92,7 @@ class _Parent:
             outputs=[sample.output for sample in self.samples],
             finished=all(sample.output.finished() for sample in self.samples),
             num_cached_tokens=self.num_cached_tokens,
+            prompt_logprobs=self.prompt_logprobs,
         )
 
 
@@ -125,6 +128,9 @@ class OutputProcessor:
             sample_params = params
             if params.n > 1 and params.seed is not None:
                 sample_params = params.with_seed(params.sample_seed(index))
+            if index > 0 and params.prompt_logprobs is not None:
+                # The first sample computes them; the others share its cached prompt.
+                sample_params = dataclasses.replace(sample_params, prompt_logprobs=None)
             parent.samples.append(
                 self._new_sample(request_id, index, prompt_token_ids, sample_params)
             )
@@ -170,6 +176,11 @@ class OutputProcessor:
             parent, sample = entry
             if core_output.num_cached_tokens and sample.output.index == 0:
                 parent.num_cached_tokens = core_output.num_cached_tokens
+            if core_output.prompt_logprobs is not None:
+                parent.prompt_logprobs = [
+                    None,
+                    *(self._logprob_dict(lp) for lp in core_output.prompt_logprobs),
+                ]
             delta = self._apply(sample, core_output)
             deltas.append(delta)
             if not delta.finished:

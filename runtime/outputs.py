@@ -78,3 +78,6 @@ class RequestOutput:
     """Whether every completion is over."""
     num_cached_tokens: int = 0
     """Prompt tokens served from the prefix cache (of the first sample)."""
+    prompt_logprobs: list[dict[int, Logprob] | None] | None = None
+    """With `prompt_logprobs`: per prompt token, its logprob and the top ones at its position
+    (None for the first token, which has no context), as vLLM's."""

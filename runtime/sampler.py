@@ -140,7 +140,7 @@ class Sampler:
             tokens = torch.where(meta.greedy, tokens, sampled)
         logprobs = None
         if raw_logprobs is not None:
-            logprobs = _logprob_tensors(raw_logprobs, tokens, meta.num_logprobs)
+            logprobs = logprob_tensors(raw_logprobs, tokens, meta.num_logprobs)
         return SampledTensors(tokens, logprobs, meta.num_logprobs)
 
     def _sample(self, logits: torch.Tensor, meta: SamplingMetadata) -> torch.Tensor:
@@ -233,7 +233,7 @@ def _apply_top_k_top_p(
     return torch.empty_like(logits).scatter_(1, order, sorted_logits)
 
 
-def _logprob_tensors(
+def logprob_tensors(
     logprobs: torch.Tensor, tokens: torch.Tensor, num_logprobs: list[int | None]
 ) -> LogprobTensors:
     """Each row's sampled-token logprob and rank, and the top-n logprobs of the largest n."""

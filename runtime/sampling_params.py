@@ -60,6 +60,9 @@ class SamplingParams:
     """Divides positive / multiplies negative logits of tokens in the prompt or output (> 0)."""
     logprobs: int | None = None
     """Return the sampled token's logprob and this many top logprobs per output token."""
+    prompt_logprobs: int | None = None
+    """Return each prompt token's logprob (from the first token on) and this many top logprobs
+    at every prompt position; the prompt is then computed in full (no prefix-cache reuse)."""
     logit_bias: Mapping[int, float] | Sequence[tuple[int, float]] | None = None
     """Added to the logits of these token ids before sampling, greedy included (-100..100 each,
     at most MAX_LOGIT_BIAS entries; OpenAI's meaning: -100 bans a token, 100 forces it)."""
@@ -99,6 +102,12 @@ class SamplingParams:
             _check_int("logprobs", self.logprobs, minimum=0)
             if self.logprobs > MAX_LOGPROBS:
                 raise ValueError(f"logprobs must be at most {MAX_LOGPROBS}, got {self.logprobs}")
+        if self.prompt_logprobs is not None:
+            _check_int("prompt_logprobs", self.prompt_logprobs, minimum=0)
+            if self.prompt_logprobs > MAX_LOGPROBS:
+                raise ValueError(
+                    f"prompt_logprobs must be at most {MAX_LOGPROBS}, got {self.prompt_logprobs}"
+                )
         for name in ("ignore_eos", "include_stop_str_in_output", "skip_special_tokens"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")

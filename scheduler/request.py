@@ -48,6 +48,9 @@ class RequestLimits:
     """Stop tokens do not finish the request before it has this many output tokens."""
     stop_token_ids: frozenset[int] = frozenset()
     """Token ids that finish the request (the engine merges EOS in unless ignore_eos)."""
+    reuse_cached_prefix: bool = True
+    """Start from cached prompt blocks; False computes every prompt token (prompt logprobs
+    need the logits of each)."""
 
     def __post_init__(self) -> None:
         if isinstance(self.max_tokens, bool) or not isinstance(self.max_tokens, int):

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from llmservice.kvcache import BlockHash, KVCacheManager
+from llmservice.kvcache import EMPTY_PREFIX, BlockHash, KVCacheManager
 from llmservice.scheduler.config import SchedulerConfig
 from llmservice.scheduler.headroom import Headroom
 from llmservice.scheduler.output import ScheduledChunk, SchedulerOutput, SchedulerStats, new_chunk
@@ -255,8 +255,9 @@ class Scheduler:
         reserved: int | None = None  # blocks the running requests keep free; computed lazily
         while self.waiting and budget > 0 and len(self.running) < self.config.max_num_seqs:
             request = self.waiting.peek()
-            prefix = kv.find_cached_prefix(request)
-            if not prefix.blocks and self._prefix_being_computed(request):
+            reuse = request.limits.reuse_cached_prefix
+            prefix = kv.find_cached_prefix(request) if reuse else EMPTY_PREFIX
+            if reuse and not prefix.blocks and self._prefix_being_computed(request):
                 break  # its prefix will be cached in a step or two: no computing it twice
             num_new = min(request.num_tokens - prefix.num_tokens, budget)
             # The prompt's own blocks first: a cheap test before the O(running) headroom sum.

@@ -165,3 +165,33 @@ def test_async_greedy_matches_sync(mode: str, checkpoints: dict[str, tuple[Path,
     core.scheduler.kv_cache.check_integrity()
     del llm
     gc.collect()
+
+
+def test_prompt_logprobs_on_cuda_match_the_reference_path(
+    checkpoints: dict[str, tuple[Path, Any]],
+) -> None:
+    """Prompt logprobs read the eager step's hidden states (chunked prefill, graphs on)."""
+    path = str(checkpoints["llama"][0])
+    common: dict[str, Any] = {"device": "cuda", "dtype": "float32", "max_num_batched_tokens": 16}
+    params = SamplingParams(temperature=0.0, max_tokens=4, prompt_logprobs=2)
+    prompt: Any = {"prompt_token_ids": PROMPTS[4]}
+
+    def prompt_logprobs(llm: LLM) -> list[float]:
+        (output,) = llm.generate(prompt, params)
+        assert output.prompt_logprobs is not None and output.prompt_logprobs[0] is None
+        return [
+            entry[token].logprob
+            for token, entry in zip(PROMPTS[4][1:], output.prompt_logprobs[1:], strict=True)
+            if entry is not None
+        ]
+
+    reference = LLM(path, kernel_ops="reference", enforce_eager=True, **common)
+    expected = prompt_logprobs(reference)
+    del reference
+    gc.collect()
+    fast = LLM(path, **common)
+    got = prompt_logprobs(fast)
+    assert len(got) == len(expected) == len(PROMPTS[4]) - 1
+    assert got == pytest.approx(expected, abs=1e-3)
+    del fast
+    gc.collect()
