@@ -64,3 +64,22 @@ def test_prompt_logprobs_are_bounded_like_logprobs() -> None:
         SamplingParams(prompt_logprobs=21)
     with pytest.raises(ValueError, match="prompt_logprobs"):
         SamplingParams(prompt_logprobs=-1)
+
+
+def test_n_samples_share_one_computation_of_the_prompt_logprobs(
+    checkpoints: dict[str, tuple[Path, Any]],
+) -> None:
+    path, hf_model = checkpoints["llama"]
+    llm = LLM(str(path), device="cpu", dtype="float32", max_model_len=96)
+    params = SamplingParams(n=3, seed=1, max_tokens=5, ignore_eos=True, prompt_logprobs=1)
+    (output,) = llm.generate({"prompt_token_ids": PROMPT}, params)
+    assert len(output.outputs) == 3 and output.prompt_logprobs is not None
+    expected = _expected(hf_model, PROMPT)
+    got = [
+        entry[t].logprob
+        for t, entry in zip(PROMPT[1:], output.prompt_logprobs[1:], strict=True)
+        if entry
+    ]
+    assert got == pytest.approx([expected[p, t].item() for p, t in enumerate(PROMPT[1:])], abs=1e-4)
+    # Samples 2 and 3 started from the first one's cached prompt blocks.
+    assert llm.engine_core.stats().scheduler.prefix_cache_hits > 0
