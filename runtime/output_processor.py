@@ -42,6 +42,8 @@ class CompletionDelta:
     """"stop", "length" or "abort" when this sample finished in this step."""
     stop_reason: int | str | None
     """The stop string or stop token id that finished it."""
+    prompt_logprobs: list[dict[int, Logprob] | None] | None = None
+    """With the first token of the sample that computed them: the prompt logprobs."""
 
     @property
     def finished(self) -> bool:
@@ -182,6 +184,8 @@ class OutputProcessor:
                     *(self._logprob_dict(lp) for lp in core_output.prompt_logprobs),
                 ]
             delta = self._apply(sample, core_output)
+            if core_output.prompt_logprobs is not None:
+                delta = dataclasses.replace(delta, prompt_logprobs=parent.prompt_logprobs)
             deltas.append(delta)
             if not delta.finished:
                 continue

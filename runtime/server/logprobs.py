@@ -35,6 +35,28 @@ class CompletionLogprobs:
         self._top = top
         self._offset = text_offset
 
+    def add_prompt(
+        self,
+        token_ids: list[int],
+        logprobs: list[dict[int, Logprob] | None],
+        first_token_text: str,
+    ) -> dict[str, Any]:
+        """The echoed prompt's logprobs object (OpenAI's: None for the first token)."""
+        result: dict[str, Any] = {
+            "tokens": [first_token_text],
+            "token_logprobs": [None],
+            "top_logprobs": [None],
+            "text_offset": [self._offset],
+        }
+        self._offset += len(first_token_text)
+        for token_id, entries in zip(token_ids[1:], logprobs[1:], strict=True):
+            if entries is None:  # only the first position has none
+                raise ValueError(f"prompt token {token_id} has no logprobs")
+            part = self.add([token_id], [entries])
+            for key, values in part.items():
+                result[key].extend(values)
+        return result
+
     def add(self, token_ids: list[int], logprobs: list[dict[int, Logprob]]) -> dict[str, Any]:
         """The logprobs object of these new tokens (offsets continue from earlier calls)."""
         result: dict[str, Any] = {

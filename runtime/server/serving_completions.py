@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Any, cast
 
 from aiohttp import web
 
-from llmservice.runtime.server.errors import not_implemented
 from llmservice.runtime.server.generation import PromptInput
 from llmservice.runtime.server.logprobs import CompletionLogprobs, merge_completion_logprobs
 from llmservice.runtime.server.protocol import CompletionRequest
@@ -29,6 +29,8 @@ from llmservice.runtime.server.sse import client_gone
 
 if TYPE_CHECKING:  # it imports torch: loaded only once the engine core is starting
     from llmservice.runtime.output_processor import CompletionDelta
+    from llmservice.runtime.outputs import Logprob
+    from llmservice.runtime.tokenizer import Tokenizer
 
 
 async def create_completion(request: web.Request, context: ServingContext) -> web.StreamResponse:
@@ -40,8 +42,6 @@ async def create_completion(request: web.Request, context: ServingContext) -> we
     max_tokens = limit[0]
     check_max_tokens(max_tokens, limit[1], body.n, context)
     check_logprobs(body.logprobs, "logprobs")
-    if body.echo and body.logprobs is not None:
-        raise not_implemented("echo with logprobs (prompt logprobs)", "echo")
     prompts = await _tokenize(body.prompt, context)
     rooms = [check_prompt(prompt.token_ids, limit, "prompt", context) for prompt in prompts]
     # Each prompt of a batch gets n samples, and a null max_tokens means each prompt's room:
@@ -57,6 +57,8 @@ async def create_completion(request: web.Request, context: ServingContext) -> we
             for p in prompts
         ]
     params = sampling_params(body, max_tokens, body.logprobs, context.vocab_size)
+    if body.echo and body.logprobs is not None:  # the echoed prompt carries its logprobs
+        params = dataclasses.replace(params, prompt_logprobs=body.logprobs)
     context.state.admit(len(prompts) * body.n)
     for prompt in prompts:
         log_request(context, request_id, prompt.text, prompt.token_ids, params)
@@ -64,7 +66,7 @@ async def create_completion(request: web.Request, context: ServingContext) -> we
         request_id, prompts, params, body.priority, lambda: client_gone(request)
     )
     model = body.model or context.config.served_model_names[0]
-    builder = _CompletionBuilder(request_id, model, body, prompts)
+    builder = _CompletionBuilder(request_id, model, body, prompts, context.tokenizer)
     return await respond(request, generation, builder, body.stream, body.stream_options)
 
 
@@ -97,9 +99,11 @@ class _CompletionBuilder:
         model: str,
         body: CompletionRequest,
         prompts: list[PromptInput],
+        tokenizer: Tokenizer | None,
     ) -> None:
         self._id = request_id
         self._model = model
+        self._tokenizer = tokenizer
         self._created = created()
         self._echo = body.echo
         self._prompts = prompts
@@ -112,9 +116,14 @@ class _CompletionBuilder:
         self._logprob_parts: list[list[dict[str, Any]]] = [[] for _ in range(num_choices)]
         if body.logprobs is not None:
             self._logprobs = [CompletionLogprobs(body.logprobs) for _ in range(num_choices)]
+        # echo + logprobs: the prompt is echoed with its logprobs, which come with the first
+        # token of each prompt's first sample; until then its choices wait.
+        self._echo_logprobs = body.echo and body.logprobs is not None
+        self._prompt_logprobs: dict[int, list[dict[int, Logprob] | None]] = {}
+        self._opened = [not self._echo_logprobs] * num_choices
 
     def opening(self) -> list[dict[str, Any]]:
-        if not self._echo:
+        if not self._echo or self._echo_logprobs:
             return []
         return [
             self._record(index, self._prompt_text(index), None, None, None)
@@ -123,10 +132,35 @@ class _CompletionBuilder:
 
     def on_delta(self, index: int, delta: CompletionDelta) -> dict[str, Any] | None:
         self._tokens[index] += len(delta.token_ids)
+        prompt_index = index // self._n
+        if delta.prompt_logprobs is not None:
+            self._prompt_logprobs[prompt_index] = delta.prompt_logprobs
+        echoed_text, echoed = "", None
+        opens = not self._opened[index] and self._logprobs is not None
+        if opens:
+            self._opened[index] = True
+            echoed_text = self._prompt_text(index)
+            prompt = self._prompts[prompt_index]
+            prompt_logprobs = self._prompt_logprobs.get(prompt_index)
+            # None only when the choice ended (abort, engine failure) before any token.
+            if prompt_logprobs is not None and self._logprobs is not None:
+                echoed = self._logprobs[index].add_prompt(
+                    prompt.token_ids, prompt_logprobs, self._token_text(prompt.token_ids[0])
+                )
+                self._logprob_parts[index].append(echoed)
         logprobs = None
         if self._logprobs is not None and delta.logprobs is not None:
             logprobs = self._logprobs[index].add(delta.token_ids, delta.logprobs)
             self._logprob_parts[index].append(logprobs)
+        if opens:
+            parts = [part for part in (echoed, logprobs) if part is not None]
+            return self._record(
+                index,
+                echoed_text + delta.text,
+                merge_completion_logprobs(parts),
+                delta.finish_reason,
+                delta.stop_reason,
+            )
         # NOTE: a chunk per new token even when it adds no text (half a UTF-8 character, a model
         # without a tokenizer), as vLLM does: clients time tokens by chunks.
         if not delta.text and not delta.token_ids and delta.finish_reason is None:
@@ -175,6 +209,11 @@ class _CompletionBuilder:
             "finish_reason": finish_reason,
             "stop_reason": stop_reason,
         }
+
+    def _token_text(self, token_id: int) -> str:
+        if self._tokenizer is None:
+            return f"token_id:{token_id}"  # vLLM's form without a tokenizer
+        return self._tokenizer.decode([token_id], skip_special_tokens=False)
 
     def _prompt_text(self, index: int) -> str:
         return self._prompts[index // self._n].text or ""

@@ -104,8 +104,8 @@ def _calls(rng: random.Random) -> list[Call]:
             )  # fmt: skip
             if rng.random() < 0.3:
                 body["logprobs"] = rng.choice((0, 5, 20))
-            elif rng.random() < 0.2:
-                body["echo"] = True
+            if rng.random() < 0.2:
+                body["echo"] = True  # with logprobs: the prompt's logprobs too
         hostile_param = None
         if rng.random() < 0.3:
             hostile_param, value = rng.choice(HOSTILE)

@@ -174,6 +174,35 @@ def test_echo_prepends_the_prompt(client: openai.OpenAI) -> None:
     assert "".join(chunk.choices[0].text for chunk in stream) == "say <|go|>Hello,World!"
 
 
+def test_echo_with_logprobs_scores_the_prompt(client: openai.OpenAI) -> None:
+    """OpenAI's scoring idiom: the echoed prompt's tokens come with their logprobs (None for the
+    first), then the completion's, offsets running through both."""
+    response = client.completions.create(
+        model="tiny", prompt="say <|go|>", echo=True, logprobs=2, max_tokens=2
+    )
+    choice = response.choices[0]
+    assert choice.text == "say <|go|>Hello,"
+    logprobs = choice.logprobs
+    assert "".join(logprobs.tokens) == "say <|go|>Hello,"
+    num_prompt = response.usage.prompt_tokens
+    assert len(logprobs.tokens) == num_prompt + 2
+    assert logprobs.token_logprobs[0] is None and logprobs.top_logprobs[0] is None
+    assert all(lp <= 0.0 for lp in logprobs.token_logprobs[1:])
+    assert all(len(top) <= 2 for top in logprobs.top_logprobs[1:])
+    assert logprobs.text_offset == [
+        sum(len(t) for t in logprobs.tokens[:i]) for i in range(len(logprobs.tokens))
+    ]
+    # The bigram model is sure of "Hello" after "<|go|>" and of "," after "Hello".
+    assert logprobs.token_logprobs[num_prompt] == pytest.approx(0.0, abs=1e-3)
+    stream = client.completions.create(
+        model="tiny", prompt="say <|go|>", echo=True, logprobs=2, max_tokens=2, stream=True
+    )
+    chunks = [chunk.choices[0] for chunk in stream if chunk.choices]
+    assert "".join(c.text for c in chunks) == choice.text
+    streamed = [t for c in chunks if c.logprobs for t in c.logprobs.tokens]
+    assert streamed == logprobs.tokens
+
+
 def test_chat_logprobs_have_openai_shape(client: openai.OpenAI) -> None:
     response = client.chat.completions.create(
         model="tiny", messages=MESSAGES, logprobs=True, top_logprobs=3
