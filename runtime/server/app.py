@@ -23,7 +23,7 @@ from llmservice.runtime.server.errors import APIError, invalid_request, model_no
 from llmservice.runtime.server.metrics import ServerMetrics
 from llmservice.runtime.server.protocol import DetokenizeRequest, TokenizeRequest
 from llmservice.runtime.server.serving_chat import create_chat_completion, render_chat
-from llmservice.runtime.server.serving_common import ServingContext, parse_body
+from llmservice.runtime.server.serving_common import ServingContext, check_token_ids, parse_body
 from llmservice.runtime.server.serving_completions import create_completion
 
 logger = logging.getLogger("llmservice.server")
@@ -196,8 +196,6 @@ async def _tokenize(request: web.Request) -> web.Response:
 async def _detokenize(request: web.Request) -> web.Response:
     context = request.app[_CONTEXT]
     body = await parse_body(request, DetokenizeRequest, context.config)
-    bad = next((t for t in body.tokens if not 0 <= t < context.vocab_size), None)
-    if bad is not None:
-        raise invalid_request(f"token id {bad} is outside the vocabulary", "tokens")
+    check_token_ids(body.tokens, "token id", "tokens", context.vocab_size)
     text = context.require_tokenizer().decode(body.tokens, skip_special_tokens=True)
     return web.json_response({"prompt": text})

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -162,11 +163,7 @@ def check_prompt(
     max_tokens, max_tokens_param = limit
     if not token_ids:
         raise invalid_request("the prompt is empty", param)
-    bad = next((t for t in token_ids if not 0 <= t < context.vocab_size), None)
-    if bad is not None:
-        raise invalid_request(
-            f"token id {bad} is outside the vocabulary [0, {context.vocab_size})", param
-        )
+    check_token_ids(token_ids, "token id", param, context.vocab_size)
     model_len = context.max_model_len
     if len(token_ids) >= model_len:
         raise invalid_request(
@@ -183,6 +180,13 @@ def check_prompt(
     return model_len - len(token_ids) if max_tokens is None else max_tokens
 
 
+def check_token_ids(token_ids: Iterable[int], what: str, param: str, vocab_size: int) -> None:
+    """400 naming `param` for the first id outside the vocabulary."""
+    bad = next((t for t in token_ids if not 0 <= t < vocab_size), None)
+    if bad is not None:
+        raise invalid_request(f"{what} {bad} is outside the vocabulary [0, {vocab_size})", param)
+
+
 def sampling_params(
     body: SamplingFields, max_tokens: int | None, logprobs: int | None, vocab_size: int
 ) -> SamplingParams:
@@ -191,11 +195,7 @@ def sampling_params(
         raise invalid_request(
             f"stop holds {len(body.stop)} strings; at most {MAX_STOP_STRINGS} are allowed", "stop"
         )
-    bad = next((t for t in body.stop_token_ids or () if not 0 <= t < vocab_size), None)
-    if bad is not None:
-        raise invalid_request(
-            f"stop token id {bad} is outside the vocabulary [0, {vocab_size})", "stop_token_ids"
-        )
+    check_token_ids(body.stop_token_ids or (), "stop token id", "stop_token_ids", vocab_size)
     logit_bias = _logit_bias(body.logit_bias, vocab_size)
     try:
         return SamplingParams(
