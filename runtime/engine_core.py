@@ -214,8 +214,7 @@ class EngineCore:
         Overlapped: launch the next step, then apply the one in flight (whose outputs these are).
         """
         self._release_deferred()
-        overlap = self.async_scheduling
-        if not overlap and self._in_flight is None:
+        if not self.async_scheduling and self._in_flight is None:
             if not self.scheduler.has_unfinished_requests():
                 return []
             scheduled = self.scheduler.schedule()
@@ -223,7 +222,7 @@ class EngineCore:
             finished = self.scheduler.update(scheduled, result.sampled_token_ids)
             return self._make_outputs(result, finished)
         in_flight, self._in_flight = self._in_flight, None
-        if overlap and self.scheduler.has_unfinished_requests():
+        if self.async_scheduling and self.scheduler.has_unfinished_requests():
             scheduled = self.scheduler.schedule(async_output=True)
             previous = None if in_flight is None else in_flight[1]
             launched = self.model_runner.launch(scheduled, self.scheduler.get_request, previous)

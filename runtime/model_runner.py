@@ -40,7 +40,7 @@ from llmservice.runtime.sampler import (
 )
 from llmservice.runtime.sampling_metadata import SamplingMetadata, SamplingRow
 from llmservice.runtime.sampling_params import SamplingParams
-from llmservice.runtime.warmup import warm_up
+from llmservice.runtime.warmup import warm_up, warm_up_logits
 from llmservice.scheduler import Request, RequestLimits, ScheduledChunk, SchedulerOutput
 
 logger = logging.getLogger(__name__)
@@ -166,16 +166,15 @@ class ModelRunner:
         self.warmup_s = 0.0
         if self.device.type == "cuda":
             start = time.perf_counter()
-            # cuBLAS loads a GEMM kernel lazily the first time a shape needs it, and that
-            # blocked the host for ~0.3 s inside serving steps (benchmarks/profile_step.py):
-            # the lm_head runs at a few padded row counts, each loaded here.
+            # The lm_head runs at a few padded row counts (`_logits`), each loaded here.
             self.logits_buckets = capture_sizes(config.scheduler.max_num_seqs)
-            with torch.inference_mode():
-                for rows in self.logits_buckets:
-                    hidden = torch.zeros(
-                        rows, config.model.hidden_size, dtype=config.model.dtype, device=self.device
-                    )
-                    self.model.compute_logits(hidden).argmax(dim=-1)
+            warm_up_logits(
+                self.model.compute_logits,
+                self.logits_buckets,
+                config.model.hidden_size,
+                config.model.dtype,
+                self.device,
+            )
             warm_up(
                 self._compute_logits, self.block_size, self.num_blocks, config.model.max_model_len
             )

@@ -9,12 +9,14 @@ machine each variant took seconds to compile inside the first W1 batches (BENCHM
 
 The steps use made-up requests whose sequences all share the first blocks of the real cache:
 it is empty at start-up and no request owns those blocks, so what they write is never read.
+`warm_up_logits` also runs the lm_head at every padded row count, so cuBLAS loads its kernels
+before serving.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -75,3 +77,18 @@ def warm_up(
     with torch.inference_mode():
         for _, host in warm_up_steps(block_size, num_blocks, max_model_len):
             compute_logits(host).argmax(dim=-1)
+
+
+def warm_up_logits(
+    compute_logits: Callable[[torch.Tensor], torch.Tensor],
+    row_counts: Sequence[int],
+    hidden_size: int,
+    dtype: torch.dtype,
+    device: torch.device,
+) -> None:
+    """Run the lm_head once at each row count. cuBLAS loads a GEMM kernel lazily the first time
+    a shape needs it, which blocked the host for ~0.3 s inside serving steps
+    (benchmarks/profile_step.py)."""
+    with torch.inference_mode():
+        for rows in row_counts:
+            compute_logits(torch.zeros(rows, hidden_size, dtype=dtype, device=device)).argmax(-1)
