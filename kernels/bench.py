@@ -65,12 +65,10 @@ DECODE_SWEEP = [
     for n, w, s, p in [(64, 4, 3, 8), (32, 4, 3, 2)]
 ]  # fmt: skip
 PREFILL_SWEEP = [
-    extend_attention.ExtendConfig(block_m=m, block_n=n, num_warps=w, num_stages=s, lazy_rescale=z)
-    for m, n, w, s, z in [
-        (128, 128, 8, 3, False), (128, 64, 4, 3, False), (256, 64, 8, 4, False),
-        (256, 64, 16, 3, False), (256, 128, 16, 2, False), (256, 32, 8, 4, False),
-        (256, 64, 8, 3, True), (256, 64, 8, 2, True), (256, 64, 16, 3, True),
-        (128, 128, 8, 3, True),
+    extend_attention.ExtendConfig(block_m=m, block_n=n, num_warps=w, num_stages=s)
+    for m, n, w, s in [
+        (128, 128, 8, 3), (128, 64, 4, 3), (256, 64, 8, 4), (256, 64, 16, 3), (256, 32, 8, 4),
+        (128, 64, 8, 3), (128, 128, 8, 2),
     ]
 ]  # fmt: skip
 
@@ -149,7 +147,15 @@ def bench_prefill(
         return {"tflops": tflops, "pct_of_800_tflops": 100 * tflops / PEAK_TFLOPS}
 
     name = f"prefill {num_prompts} x 4096 causal"
-    bench_configs(name, batch, extend_attention.paged_attention, configs, figures)
+    # The runner's path: the new tokens' K/V passed along (TMA loads on Hopper)...
+    with_new_kv = functools.partial(
+        extend_attention.paged_attention, new_kv=(batch.key, batch.value)
+    )
+    bench_configs(name, batch, with_new_kv, configs, figures)
+    # ...and every key gathered from the paged cache through the block table.
+    from_cache = extend_attention.default_config(head_dim, device, 4096 * num_prompts, num_prompts)
+    bench_configs(f"{name}, keys from the cache", batch, extend_attention.paged_attention,
+                  [from_cache], figures)  # fmt: skip
     # Peer: torch's SDPA (FlashAttention) over contiguous K/V of the same shapes.
     q = batch.query.view(num_prompts, 4096, NUM_HEADS, head_dim).transpose(1, 2)
     k = torch.randn(num_prompts, NUM_KV_HEADS, 4096, head_dim, dtype=q.dtype, device=device)
@@ -343,7 +349,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     head_dims = (128, 64) if options.sweep else (128,)
     for head_dim in head_dims:
         decode_configs = [decode_attention.DecodeConfig()]
-        prefill_configs = [extend_attention.default_config(head_dim, device, 4096, 1)]
+        prefill_configs = [extend_attention.default_config(head_dim, device, 4096, 1, tma=True)]
         if options.sweep:
             decode_configs += DECODE_SWEEP
             prefill_configs += PREFILL_SWEEP
@@ -354,10 +360,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     if wanted("decode"):
         bench_decode(128, 8, device, [decode_attention.DecodeConfig()])  # split-KV at work
     if wanted("prefill"):
-        four = [extend_attention.default_config(128, device, 4 * 4096, 4)]
-        if options.sweep:  # the other lazy-rescale candidates at W3's shape too
-            four += [c for c in PREFILL_SWEEP if c.lazy_rescale and c not in four]
-        bench_prefill(128, 4, device, four)
+        four = extend_attention.default_config(128, device, 4 * 4096, 4, tma=True)
+        bench_prefill(128, 4, device, [four])
     if wanted("mixed"):
         bench_mixed(device)
     if wanted("gemv"):

@@ -44,7 +44,7 @@ from llmservice.kernels.decode_attention import (
 
 # The extend kernel's inner loop (online softmax over a run of one table's keys) serves the
 # prefix kernel unchanged: its rows are queries of many sequences instead of one.
-from llmservice.kernels.extend_attention import ExtendConfig, _attend_keys
+from llmservice.kernels.extend_attention import FROM_CACHE, ExtendConfig, _attend_keys
 from llmservice.kernels.reference import check_cascade_prefix
 from llmservice.kernels.triton_utils import (
     LOG2E,
@@ -188,14 +188,16 @@ def _prefix_kernel(
     q_pos = tl.full([BLOCK_M], 0, tl.int32) + hi - 1  # every row sees every prefix key
     unmasked_end = lo + (hi - lo) // BLOCK_N * BLOCK_N
     acc, l_i, m_i = _attend_keys(
-        acc, l_i, m_i, q, k_cache_ptr, v_cache_ptr, prefix_table, kv_offset, q_pos, lo,
-        unmasked_end, qk_scale, cache_stride_b, cache_stride_s, BLOCK_SIZE, HEAD_DIM, BLOCK_N,
-        False, DOT_PRECISION,
+        acc, l_i, m_i, q, q_pos, lo, unmasked_end, qk_scale,
+        k_cache_ptr, v_cache_ptr, k_cache_ptr, v_cache_ptr, prefix_table, 0, kv_offset,
+        cache_stride_s, cache_stride_s, cache_stride_b,
+        BLOCK_SIZE, HEAD_DIM, BLOCK_N, FROM_CACHE, False, DOT_PRECISION,
     )  # fmt: skip
     acc, l_i, m_i = _attend_keys(
-        acc, l_i, m_i, q, k_cache_ptr, v_cache_ptr, prefix_table, kv_offset, q_pos,
-        unmasked_end, hi, qk_scale, cache_stride_b, cache_stride_s, BLOCK_SIZE, HEAD_DIM,
-        BLOCK_N, True, DOT_PRECISION,
+        acc, l_i, m_i, q, q_pos, unmasked_end, hi, qk_scale,
+        k_cache_ptr, v_cache_ptr, k_cache_ptr, v_cache_ptr, prefix_table, 0, kv_offset,
+        cache_stride_s, cache_stride_s, cache_stride_b,
+        BLOCK_SIZE, HEAD_DIM, BLOCK_N, FROM_CACHE, True, DOT_PRECISION,
     )  # fmt: skip
 
     lse = tl.where(row_ok, m_i + tl.log2(l_i), float("-inf"))

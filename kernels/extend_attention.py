@@ -1,15 +1,20 @@
 """Paged attention for mixed batches (prefill chunks, cached prefixes, decodes) in one launch.
 
 Flash-attention style: a program takes a tile of one sequence's new tokens times all the
-query heads that share one KV head (GQA packing: K/V is read once per group), walks the
-sequence's blocks through the block table with an online softmax, and writes its rows of the
-output. Keys every row of the tile may see (the cached prefix and earlier new tokens) are
-visited without masks; only the tiles on the diagonal are causally masked.
+query heads that share one KV head (GQA packing: K/V is read once per group), walks the keys
+with an online softmax, and writes its rows of the output. Keys come in three runs: the cached
+context (through the block table), then the new tokens' keys every row of the tile may see, then
+the tile's diagonal, which alone is causally masked.
+
+The new tokens' keys are read from the cache like the context unless the caller passes them
+(`new_kv`, the K/V it has just written to the cache): they are then rows of one 2-D tensor, which
+Hopper's bulk tensor copy engine (TMA) loads a whole tile at a time; the block-table gather
+costs ~20% at a 4K prompt (BENCHMARKS.md, Kernels).
 
 The grid needs no device-to-host sync: sequence i's tiles get the program ids starting at
 `(query_start_loc[i] - query_start_loc[0]) // BLOCK_Q + i`, which leaves room for ceil(q_len_i /
-BLOCK_Q) tiles; a
-program finds its sequence by binary search and exits if its tile is past the sequence's end.
+BLOCK_Q) tiles; a program finds its sequence by binary search and exits if its tile is past the
+sequence's end.
 """
 
 # mypy: disable-error-code="no-untyped-def,untyped-decorator"
@@ -17,6 +22,8 @@ program finds its sequence by binary search and exits if its tile is past the se
 
 from __future__ import annotations
 
+import functools
+import os
 from dataclasses import dataclass
 
 import torch
@@ -43,34 +50,35 @@ class ExtendConfig:
     """Warps per program."""
     num_stages: int = 3
     """Software-pipelining depth of the K/V loads."""
-    lazy_rescale: bool = False
-    """Rescale the running output only when a row's maximum grew by more than 2^8 (below)."""
 
-
-# With lazy rescaling the running maximum may lag the true one by up to this much (log2 units):
-# probabilities stay below 2^8, far inside bf16's and float32's range, and the output and its
-# normalizer are rescaled together, so the result is the same softmax.
-LAZY_RESCALE_LOG2 = tl.constexpr(8.0)
 
 # Batches averaging at least this many new tokens per sequence count as prefill-heavy.
 PREFILL_HEAVY_QUERY_LEN = 64
 
+# Where a run of keys comes from: the paged cache (through the block table), rows of the new
+# tokens' K/V read by pointers, or the same rows read by TMA descriptors.
+FROM_CACHE = tl.constexpr(0)
+FROM_ROWS = tl.constexpr(1)
+FROM_TMA = tl.constexpr(2)
+
 
 def default_config(
-    head_dim: int, device: torch.device, num_tokens: int, num_seqs: int
+    head_dim: int, device: torch.device, num_tokens: int, num_seqs: int, tma: bool = False
 ) -> ExtendConfig:
     """Tiles measured best on an H100 (BENCHMARKS.md, Kernels) for the batch's shape.
 
-    Prefill-heavy batches take 256-row tiles (48% of peak at a 4K prompt vs 45% for 128x128);
-    batches that are mostly decodes take 128-row tiles, as a decode fills only a few rows of a
-    tile (a 2048-token chunk + 128 decodes: 0.35 ms vs 0.48 ms). The interpreter gets small
-    tiles: it runs them with numpy.
+    Prefill-heavy batches whose new keys come by TMA take 128x128 tiles (a 4K prompt: 484
+    TFLOP/s vs 427 for 256x64, which spills registers beside the context loops); gathering
+    every key through the block table, 256-row tiles (400 vs 349). Batches that are mostly
+    decodes take 128-row tiles, as a decode fills only a few rows of a tile (a 2048-token chunk
+    + 128 decodes: 0.35 ms vs 0.48 ms). The interpreter gets small tiles: it runs them with
+    numpy.
     """
     if device.type != "cuda":
         return ExtendConfig(block_m=32, block_n=16, num_warps=4, num_stages=1)
     if head_dim <= 64:
         return ExtendConfig(block_m=128, block_n=64, num_warps=8, num_stages=3)
-    if num_tokens >= PREFILL_HEAVY_QUERY_LEN * num_seqs:
+    if num_tokens >= PREFILL_HEAVY_QUERY_LEN * num_seqs and not tma:
         return ExtendConfig()
     return ExtendConfig(block_m=128, block_n=128, num_warps=8, num_stages=3)
 
@@ -81,69 +89,76 @@ def _attend_keys(
     l_i,
     m_i,
     q,
-    k_cache_ptr,
-    v_cache_ptr,
-    table_ptr,
-    kv_offset,
-    q_pos,
+    q_ref,
     lo,
     hi,
     qk_scale,
-    cache_stride_b,
-    cache_stride_s,
+    k_ptr,
+    v_ptr,
+    k_desc,
+    v_desc,
+    table_ptr,
+    first_key,
+    kv_offset,
+    k_stride,
+    v_stride,
+    block_stride,
     BLOCK_SIZE: tl.constexpr,
     HEAD_DIM: tl.constexpr,
     BLOCK_N: tl.constexpr,
-    CAUSAL_MASK: tl.constexpr,
+    SOURCE: tl.constexpr,
+    MASKED: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
-    LAZY_RESCALE: tl.constexpr = False,
 ):
-    """Folds keys [lo, hi) into the online softmax; masks causally (and hi) when asked.
+    """Folds keys [lo, hi) of a run into the online softmax.
 
-    With LAZY_RESCALE, m_i may stay below the rows' true maximum (by less than 2^8): acc and
-    l_i are then relative to that m_i, which is all the final division and a merge need.
+    Key j of the run is, by SOURCE: cache position first_key + j (block table at table_ptr,
+    block_stride between blocks, k_stride between a block's slots); or row first_key + j of the
+    new tokens' K/V (k_stride / v_stride between rows; the descriptors' rows with FROM_TMA).
+    kv_offset is the KV head's column. MASKED drops keys j >= hi and keys after a row's q_ref
+    (in the run's own numbering); unmasked runs must see every key of every row.
     """
     offs_d = tl.arange(0, HEAD_DIM)
-    for n0 in range(lo, hi, BLOCK_N):
-        offs_n = n0 + tl.arange(0, BLOCK_N)
-        if CAUSAL_MASK:
-            n_ok = offs_n < hi
-            block = tl.load(table_ptr + offs_n // BLOCK_SIZE, mask=n_ok, other=0)
+    for j0 in range(lo, hi, BLOCK_N):
+        offs_j = j0 + tl.arange(0, BLOCK_N)
+        key_ok = offs_j < hi
+        if SOURCE == FROM_TMA:
+            # Rows past the tensor's end read as zeros; rows of the next sequence are masked.
+            k = k_desc.load([first_key + j0, kv_offset])
+            v = v_desc.load([first_key + j0, kv_offset])
         else:
-            block = tl.load(table_ptr + offs_n // BLOCK_SIZE)
-        rows = block.to(tl.int64) * cache_stride_b + (offs_n % BLOCK_SIZE) * cache_stride_s
-        kv = rows[:, None] + kv_offset + offs_d[None, :]  # (BLOCK_N, HEAD_DIM)
-        if CAUSAL_MASK:
-            k = tl.load(k_cache_ptr + kv, mask=n_ok[:, None], other=0.0)
-            v = tl.load(v_cache_ptr + kv, mask=n_ok[:, None], other=0.0)
-        else:
-            k = tl.load(k_cache_ptr + kv)
-            v = tl.load(v_cache_ptr + kv)
+            if SOURCE == FROM_CACHE:
+                pos = first_key + offs_j
+                if MASKED:
+                    block = tl.load(table_ptr + pos // BLOCK_SIZE, mask=key_ok, other=0)
+                else:
+                    block = tl.load(table_ptr + pos // BLOCK_SIZE)
+                rows = block.to(tl.int64) * block_stride + (pos % BLOCK_SIZE) * k_stride
+                k_rows = rows
+                v_rows = rows
+            else:
+                rows = (first_key + offs_j).to(tl.int64)
+                k_rows = rows * k_stride
+                v_rows = rows * v_stride
+            k_addr = k_rows[:, None] + kv_offset + offs_d[None, :]  # (BLOCK_N, HEAD_DIM)
+            v_addr = v_rows[:, None] + kv_offset + offs_d[None, :]
+            if MASKED:
+                k = tl.load(k_ptr + k_addr, mask=key_ok[:, None], other=0.0)
+                v = tl.load(v_ptr + v_addr, mask=key_ok[:, None], other=0.0)
+            else:
+                k = tl.load(k_ptr + k_addr)
+                v = tl.load(v_ptr + v_addr)
         s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION)  # (BLOCK_M, BLOCK_N), unscaled
-        if CAUSAL_MASK:
-            s = tl.where(offs_n[None, :] <= q_pos[:, None], s, float("-inf"))
+        if MASKED:
+            seen = key_ok[None, :] & (offs_j[None, :] <= q_ref[:, None])
+            s = tl.where(seen, s, float("-inf"))
         # m_i is in scaled (log2) units; the scale folds into one FMA before the exp2.
-        m_tile = tl.max(s, 1) * qk_scale
-        if LAZY_RESCALE:
-            # FlashAttention-4's trick: the (BLOCK_M, HEAD_DIM) multiply of the output is skipped
-            # unless some row's maximum grew by more than 2^LAZY_RESCALE_LOG2 (always on the
-            # first tile, where m_i is -inf). A fully masked row has m_tile = -inf: no growth.
-            if tl.max(m_tile - m_i, 0) > LAZY_RESCALE_LOG2:
-                m_new = tl.maximum(m_i, m_tile)
-                alpha = tl.exp2(m_i - m_new)
-                l_i = l_i * alpha
-                acc = acc * alpha[:, None]
-                m_i = m_new
-            p = tl.exp2(s * qk_scale - m_i[:, None])
-            l_i = l_i + tl.sum(p, 1)
-            acc = tl.dot(p.to(v.dtype), v, acc, input_precision=DOT_PRECISION)
-        else:
-            m_new = tl.maximum(m_i, m_tile)
-            p = tl.exp2(s * qk_scale - m_new[:, None])
-            alpha = tl.exp2(m_i - m_new)
-            l_i = l_i * alpha + tl.sum(p, 1)
-            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
-            m_i = m_new
+        m_new = tl.maximum(m_i, tl.max(s, 1) * qk_scale)
+        p = tl.exp2(s * qk_scale - m_new[:, None])
+        alpha = tl.exp2(m_i - m_new)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
+        m_i = m_new
     return acc, l_i, m_i
 
 
@@ -158,6 +173,8 @@ def _extend_kernel(
     q_ptr,
     k_cache_ptr,
     v_cache_ptr,
+    new_k_ptr,  # the new tokens' K/V rows (FROM_ROWS) or descriptors over them (FROM_TMA)
+    new_v_ptr,
     block_tables_ptr,
     seq_lens_ptr,
     query_start_loc_ptr,
@@ -171,6 +188,8 @@ def _extend_kernel(
     cache_stride_b,
     cache_stride_s,
     cache_stride_h,
+    new_k_stride_t,
+    new_v_stride_t,
     block_tables_stride,
     NUM_KV_HEADS: tl.constexpr,
     BLOCK_SIZE: tl.constexpr,
@@ -179,8 +198,8 @@ def _extend_kernel(
     BLOCK_Q: tl.constexpr,  # tokens per tile = BLOCK_M // GROUP_PAD
     HEAD_DIM: tl.constexpr,
     BLOCK_N: tl.constexpr,
+    NEW_SOURCE: tl.constexpr,  # where the new tokens' keys come from
     DOT_PRECISION: tl.constexpr,
-    LAZY_RESCALE: tl.constexpr,
 ):
     # One flat grid, KV heads varying fastest and tile ids reversed: a sequence's last tiles
     # see the most keys, so the heaviest programs of every head start first (shorter tail).
@@ -214,27 +233,52 @@ def _extend_kernel(
     row_ok = (token < q_len) & (group_idx < GROUP)
     q_rows = (q_start + token) * q_stride_t + head * q_stride_h
     q = tl.load(q_ptr + q_rows[:, None] + offs_d[None, :], mask=row_ok[:, None], other=0.0)
-    # Padding rows take the last real token's position so no row is fully masked (no NaN).
-    q_pos = context + tl.minimum(token, q_len - 1)
-
-    first_pos = context + q_block * BLOCK_Q
-    last_pos = context + tl.minimum(q_block * BLOCK_Q + BLOCK_Q, q_len) - 1
-    unmasked_end = (first_pos + 1) // BLOCK_N * BLOCK_N  # every row sees all keys below it
+    # Padding rows take the last real token's index so no row is fully masked (no NaN).
+    q_tok = tl.minimum(token, q_len - 1)
 
     m_i = tl.full([BLOCK_Q * GROUP_PAD], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_Q * GROUP_PAD], tl.float32)
     acc = tl.zeros([BLOCK_Q * GROUP_PAD, HEAD_DIM], tl.float32)
     table = block_tables_ptr + seq * block_tables_stride
-    kv_offset = kv_head * cache_stride_h
+    cache_offset = kv_head * cache_stride_h
+
+    # 1. The cached context, seen by every row: whole tiles, then the partial one (masked).
+    context_tiles_end = context // BLOCK_N * BLOCK_N
     acc, l_i, m_i = _attend_keys(
-        acc, l_i, m_i, q, k_cache_ptr, v_cache_ptr, table, kv_offset, q_pos, 0, unmasked_end,
-        qk_scale, cache_stride_b, cache_stride_s, BLOCK_SIZE, HEAD_DIM, BLOCK_N, False, DOT_PRECISION,
-        LAZY_RESCALE,
+        acc, l_i, m_i, q, q_tok + context, 0, context_tiles_end, qk_scale,
+        k_cache_ptr, v_cache_ptr, k_cache_ptr, v_cache_ptr, table, 0, cache_offset,
+        cache_stride_s, cache_stride_s, cache_stride_b,
+        BLOCK_SIZE, HEAD_DIM, BLOCK_N, FROM_CACHE, False, DOT_PRECISION,
     )  # fmt: skip
     acc, l_i, m_i = _attend_keys(
-        acc, l_i, m_i, q, k_cache_ptr, v_cache_ptr, table, kv_offset, q_pos, unmasked_end,
-        last_pos + 1, qk_scale, cache_stride_b, cache_stride_s, BLOCK_SIZE, HEAD_DIM, BLOCK_N,
-        True, DOT_PRECISION, LAZY_RESCALE,
+        acc, l_i, m_i, q, q_tok + context, context_tiles_end, context, qk_scale,
+        k_cache_ptr, v_cache_ptr, k_cache_ptr, v_cache_ptr, table, 0, cache_offset,
+        cache_stride_s, cache_stride_s, cache_stride_b,
+        BLOCK_SIZE, HEAD_DIM, BLOCK_N, FROM_CACHE, True, DOT_PRECISION,
+    )  # fmt: skip
+
+    # 2. The new tokens, numbered from 0: those before the tile's first token unmasked, then
+    # the diagonal up to its last token.
+    if NEW_SOURCE == FROM_CACHE:
+        new_k, new_v, first_new, new_offset = k_cache_ptr, v_cache_ptr, context, cache_offset
+        k_stride, v_stride = cache_stride_s, cache_stride_s
+    else:
+        new_k, new_v, first_new, new_offset = new_k_ptr, new_v_ptr, q_start, kv_head * HEAD_DIM
+        k_stride, v_stride = new_k_stride_t, new_v_stride_t
+    first_tok = q_block * BLOCK_Q
+    last_tok = tl.minimum(first_tok + BLOCK_Q, q_len) - 1
+    unmasked_end = (first_tok + 1) // BLOCK_N * BLOCK_N  # every row sees all keys below it
+    acc, l_i, m_i = _attend_keys(
+        acc, l_i, m_i, q, q_tok, 0, unmasked_end, qk_scale,
+        new_k, new_v, new_k_ptr, new_v_ptr, table, first_new, new_offset,
+        k_stride, v_stride, cache_stride_b,
+        BLOCK_SIZE, HEAD_DIM, BLOCK_N, NEW_SOURCE, False, DOT_PRECISION,
+    )  # fmt: skip
+    acc, l_i, m_i = _attend_keys(
+        acc, l_i, m_i, q, q_tok, unmasked_end, last_tok + 1, qk_scale,
+        new_k, new_v, new_k_ptr, new_v_ptr, table, first_new, new_offset,
+        k_stride, v_stride, cache_stride_b,
+        BLOCK_SIZE, HEAD_DIM, BLOCK_N, NEW_SOURCE, True, DOT_PRECISION,
     )  # fmt: skip
 
     acc = acc / l_i[:, None]
@@ -256,11 +300,14 @@ def paged_attention(
     scale: float,
     out: torch.Tensor | None = None,
     *,
+    new_kv: tuple[torch.Tensor, torch.Tensor] | None = None,
     config: ExtendConfig | None = None,
 ) -> torch.Tensor:
     """reference.paged_attention on the GPU for any mix of query lengths (each >= 1).
 
-    `config` is for tests and tuning.
+    `new_kv`: the new tokens' (key, value), each (num_tokens, num_kv_heads, head_dim) with the
+    last two dimensions packed, as just written to the cache; their keys are then read from
+    there. `config` is for tests and tuning.
     """
     check_paged_attention_args(
         query, k_cache, v_cache, block_tables, seq_lens, query_start_loc, out
@@ -268,7 +315,9 @@ def paged_attention(
     num_tokens, num_heads, head_dim = query.shape
     _, block_size, num_kv_heads, _ = k_cache.shape
     num_seqs = seq_lens.shape[0]
-    config = config or default_config(head_dim, query.device, num_tokens, num_seqs)
+    check_new_kv(query, k_cache, new_kv)
+    tma = reads_new_kv_by_tma(new_kv)
+    config = config or default_config(head_dim, query.device, num_tokens, num_seqs, tma)
     group = num_heads // num_kv_heads
     group_pad = next_power_of_2(group)
     if config.block_m % group_pad or config.block_m // group_pad < 1:
@@ -278,11 +327,14 @@ def paged_attention(
         out = torch.empty_like(query)
     if num_seqs == 0:
         return out
+    source, new_k, new_v = _new_key_source(k_cache, new_kv, tma, config.block_n)
     grid = ((num_tokens // block_q + num_seqs) * num_kv_heads,)
     _extend_kernel[grid](
         query,
         k_cache,
         v_cache,
+        new_k,
+        new_v,
         block_tables,
         seq_lens,
         query_start_loc,
@@ -296,6 +348,8 @@ def paged_attention(
         k_cache.stride(0),
         k_cache.stride(1),
         k_cache.stride(2),
+        new_kv[0].stride(0) if new_kv is not None else 0,
+        new_kv[1].stride(0) if new_kv is not None else 0,
         block_tables.stride(0),
         NUM_KV_HEADS=num_kv_heads,
         BLOCK_SIZE=block_size,
@@ -304,9 +358,69 @@ def paged_attention(
         BLOCK_Q=block_q,
         HEAD_DIM=head_dim,
         BLOCK_N=config.block_n,
+        NEW_SOURCE=source,
         DOT_PRECISION=dot_precision(query.dtype),
-        LAZY_RESCALE=config.lazy_rescale,
         num_warps=config.num_warps,
         num_stages=config.num_stages,
     )
     return out
+
+
+def check_new_kv(
+    query: torch.Tensor, k_cache: torch.Tensor, new_kv: tuple[torch.Tensor, torch.Tensor] | None
+) -> None:
+    """Raises ValueError unless new_kv holds (num_tokens, num_kv_heads, head_dim) key and value
+    tensors like the cache's, each row's heads packed."""
+    if new_kv is None:
+        return
+    shape = (query.shape[0], k_cache.shape[2], k_cache.shape[3])
+    for name, t in zip(("key", "value"), new_kv, strict=True):
+        if t.shape != shape:
+            raise ValueError(f"new_kv {name} must be {shape}, got {tuple(t.shape)}")
+        if t.dtype != k_cache.dtype or t.device != query.device:
+            raise ValueError(f"new_kv {name} must match the cache's dtype and device")
+        if t.stride(2) != 1 or t.stride(1) != shape[2]:
+            raise ValueError(f"new_kv {name} must have its heads packed, got {t.stride()}")
+
+
+def reads_new_kv_by_tma(new_kv: tuple[torch.Tensor, torch.Tensor] | None) -> bool:
+    """Whether the kernel loads these new keys by TMA: Hopper or later, not the interpreter,
+    16-bit values, 16-byte aligned bases and rows."""
+    if new_kv is None or not new_kv[0].is_cuda:
+        return False
+    device = new_kv[0].device
+    if not _has_tma(device.index if device.index is not None else torch.cuda.current_device()):
+        return False
+    return all(
+        t.element_size() == 2 and t.data_ptr() % 16 == 0 and t.stride(0) * 2 % 16 == 0
+        for t in new_kv
+    )
+
+
+def _new_key_source(
+    k_cache: torch.Tensor,
+    new_kv: tuple[torch.Tensor, torch.Tensor] | None,
+    tma: bool,
+    block_n: int,
+) -> tuple[int, object, object]:
+    """(NEW_SOURCE, new_k_ptr, new_v_ptr) of the launch: TMA descriptors, the tensors
+    themselves (read by pointers), or the cache (no new_kv)."""
+    if new_kv is None:
+        return FROM_CACHE.value, k_cache, k_cache
+    if not tma:
+        return FROM_ROWS.value, new_kv[0], new_kv[1]
+    from triton.tools.tensor_descriptor import TensorDescriptor
+
+    num_tokens, num_kv_heads, head_dim = new_kv[0].shape
+    width, block = num_kv_heads * head_dim, [block_n, head_dim]
+    key, value = (TensorDescriptor(t, [num_tokens, width], [t.stride(0), 1], block) for t in new_kv)
+    return FROM_TMA.value, key, value
+
+
+@functools.cache
+def _has_tma(device_index: int) -> bool:
+    return (
+        torch.version.hip is None
+        and os.environ.get("TRITON_INTERPRET", "0") in ("", "0")
+        and torch.cuda.get_device_capability(device_index)[0] >= 9
+    )

@@ -43,6 +43,7 @@ def paged_attention(
     out: torch.Tensor | None = None,
     *,
     num_decodes: int = 0,
+    new_kv: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Causal paged attention of a flat mixed batch (see reference.paged_attention).
 
@@ -54,14 +55,14 @@ def paged_attention(
     """
     args = (query, k_cache, v_cache, block_tables, seq_lens, query_start_loc, scale, out)
     if not query.is_cuda:
-        return reference.paged_attention(*args, num_decodes=num_decodes)
+        return reference.paged_attention(*args, num_decodes=num_decodes, new_kv=new_kv)
     from llmservice.kernels import decode_attention, extend_attention
 
     num_seqs = seq_lens.shape[0]
     if query.shape[0] == num_seqs:
         return decode_attention.paged_attention(*args)
     if not 0 < num_decodes < num_seqs:
-        return extend_attention.paged_attention(*args)
+        return extend_attention.paged_attention(*args, new_kv=new_kv)
     if out is None:
         out = torch.empty_like(query)
     d = num_decodes
@@ -74,11 +75,12 @@ def paged_attention(
     # many decodes the prefill-heavy tiles.
     num_tokens = query.shape[0]
     config = extend_attention.default_config(
-        query.shape[2], query.device, num_tokens - d, num_seqs - d
-    )
+        query.shape[2], query.device, num_tokens - d, num_seqs - d,
+        extend_attention.reads_new_kv_by_tma(new_kv),
+    )  # fmt: skip
     return extend_attention.paged_attention(
         query, k_cache, v_cache, block_tables[d:], seq_lens[d:], query_start_loc[d:], scale, out,
-        config=config,
+        new_kv=new_kv, config=config,
     )  # fmt: skip
 
 

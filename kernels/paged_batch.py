@@ -63,6 +63,12 @@ class PagedBatch:
             scale,
         )
 
+    def poison_new_slots(self) -> None:
+        """NaN in the cache slots of the new tokens (once the reference has read them): a kernel
+        told to read the new tokens' K/V from (key, value) must not read them from the cache."""
+        for cache in (self.k_cache, self.v_cache):
+            cache.view(-1, *cache.shape[2:])[self.slot_mapping] = float("nan")
+
     def poisoned_out(self) -> torch.Tensor:
         """An output buffer full of NaN: any element a kernel fails to write shows up."""
         return torch.full_like(self.query, float("nan"))

@@ -45,16 +45,22 @@ def paged_attention(
     out: torch.Tensor | None = None,  # (num_tokens, num_heads, head_dim)
     *,
     num_decodes: int = 0,
+    new_kv: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Causal attention of each sequence's new tokens over its whole paged context.
 
     Sequence i's new tokens sit at positions [seq_lens[i] - q_len_i, seq_lens[i]) and attend to
     every position up to their own (the cached prefix included). Their K/V must already be in
     the cache. Computed in float32; returns (num_tokens, num_heads, head_dim) in query's dtype.
-    `num_decodes` says the first sequences have one new token each: a hint that fast kernels
-    use to split the batch; the result does not depend on it.
+    Two hints that fast kernels use and the result does not depend on: `num_decodes` says the
+    first sequences have one new token each (the batch can be split); `new_kv` holds the new
+    tokens' (key, value) as written to the cache (read there in rows, not through the block
+    table). This reference reads the cache.
     """
     check_attention_shapes(query, k_cache, v_cache, block_tables, seq_lens, query_start_loc, out)
+    kv_shape = (query.shape[0], k_cache.shape[2], k_cache.shape[3])
+    if new_kv is not None and any(t.shape != kv_shape for t in new_kv):
+        raise ValueError(f"new_kv key and value must be {kv_shape}")
     if not 0 <= num_decodes <= seq_lens.shape[0]:
         raise ValueError(f"num_decodes must be in [0, {seq_lens.shape[0]}], got {num_decodes}")
     num_heads, head_dim = query.shape[1], query.shape[2]

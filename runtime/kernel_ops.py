@@ -32,6 +32,7 @@ class PagedAttention(Protocol):
         out: Tensor | None = None,
         *,
         num_decodes: int = 0,
+        new_kv: tuple[Tensor, Tensor] | None = None,
     ) -> Tensor: ...
 
 
@@ -62,7 +63,8 @@ class KernelOps:
     """(key, value, k_cache, v_cache, slot_mapping) -> None."""
     paged_attention: PagedAttention
     """(query, k_cache, v_cache, block_tables, seq_lens, query_start_loc, scale) -> out; the
-    keyword `num_decodes` marks leading one-token sequences (a hint, same result)."""
+    keywords `num_decodes` (leading one-token sequences) and `new_kv` (the new tokens' K/V as
+    written to the cache) are hints: same result."""
     cascade_attention: CascadeAttention
     """paged_attention of a decode batch, reading shared prefix blocks once (+ prefix: a (2,)
     int32 device tensor of prefix_blocks and prefix_row, then out)."""

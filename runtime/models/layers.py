@@ -125,7 +125,9 @@ class Attention(nn.Module):
                 *args, self.scale, meta.cascade_prefix
             )  # (num_tokens, num_heads, head_dim)
         else:
-            out = self.ops.paged_attention(*args, self.scale, num_decodes=meta.num_decodes)
+            out = self.ops.paged_attention(
+                *args, self.scale, num_decodes=meta.num_decodes, new_kv=(k, v)
+            )
         projected: torch.Tensor = self.o_proj(out.reshape(num_tokens, self.q_size))
         return projected
 

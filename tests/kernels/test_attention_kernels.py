@@ -7,7 +7,6 @@ The same kernels run on tiny shapes in Triton's interpreter under tests/kernels/
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 
 import pytest
@@ -48,6 +47,8 @@ def test_extend_tiles_follow_the_batch_shape() -> None:
     prefill = default_config(128, gpu, num_tokens=4 * 4096, num_seqs=4)
     mostly_decodes = default_config(128, gpu, num_tokens=2048 + 128, num_seqs=1 + 128)
     assert prefill.block_m > mostly_decodes.block_m
+    # New keys by TMA: 128-row tiles hold their registers (256 rows spill beside the context).
+    assert default_config(128, gpu, num_tokens=4 * 4096, num_seqs=4, tma=True).block_m == 128
     assert default_config(128, torch.device("cpu"), 4096, 1).block_m <= 32  # interpreter
 
 
@@ -126,7 +127,7 @@ def test_decode_kernel_small_batch_split_choices_gpu(
     ("head_dim", "block_size", "dtype"),
     [(128, 16, torch.bfloat16), (64, 32, torch.float16)],
 )
-@pytest.mark.parametrize("lazy_rescale", [False, True], ids=["rescale", "lazy_rescale"])
+@pytest.mark.parametrize("keys", ["from_cache", "new_kv"])
 def test_extend_kernel_real_shapes_gpu(
     cuda: torch.device,
     assert_relative_error: CheckFn,
@@ -135,7 +136,7 @@ def test_extend_kernel_real_shapes_gpu(
     head_dim: int,
     block_size: int,
     dtype: torch.dtype,
-    lazy_rescale: bool,
+    keys: str,
 ) -> None:
     from llmservice.kernels import extend_attention
 
@@ -143,10 +144,17 @@ def test_extend_kernel_real_shapes_gpu(
         cuda, seq_lens, query_lens, head_dim=head_dim, block_size=block_size, dtype=dtype
     )
     args = batch.attention_args(scale=head_dim**-0.5)
-    config = extend_attention.default_config(head_dim, cuda, sum(query_lens), len(seq_lens))
-    config = dataclasses.replace(config, lazy_rescale=lazy_rescale)
-    out = extend_attention.paged_attention(*args, batch.poisoned_out(), config=config)
-    assert_relative_error(out, reference.paged_attention(*args), GPU_TOLERANCE)
+    expected = reference.paged_attention(*args)
+    new_kv = None
+    if keys == "new_kv":  # TMA loads on Hopper
+        new_kv = batch.key, batch.value
+        batch.poison_new_slots()
+    tma = extend_attention.reads_new_kv_by_tma(new_kv)
+    config = extend_attention.default_config(head_dim, cuda, sum(query_lens), len(seq_lens), tma)
+    out = extend_attention.paged_attention(
+        *args, batch.poisoned_out(), new_kv=new_kv, config=config
+    )
+    assert_relative_error(out, expected, GPU_TOLERANCE)
 
 
 @pytest.mark.gpu
@@ -166,12 +174,16 @@ def test_dispatcher_routes_both_batch_kinds_on_the_gpu(
 def test_dispatcher_splits_leading_decodes_off_a_mixed_batch_on_the_gpu(
     cuda: torch.device, assert_relative_error: CheckFn, num_decodes: int
 ) -> None:
-    """Decodes first, then prefill chunks (as the runner lays them out): decode + extend kernel."""
+    """Decodes first, then prefill chunks (as the runner lays them out, with their new K/V):
+    decode + extend kernel."""
     query_lens = [1] * num_decodes + [300, 7, 1][: 4 - num_decodes]
     batch = gpu_batch(cuda, [700, 333, 1024, 600], query_lens)  # 1 <= query_len <= seq_len
     args = batch.attention_args(scale=128**-0.5)
-    out = ops.paged_attention(*args, batch.poisoned_out(), num_decodes=num_decodes)
-    assert_relative_error(out, reference.paged_attention(*args), GPU_TOLERANCE)
+    expected = reference.paged_attention(*args)
+    out = ops.paged_attention(
+        *args, batch.poisoned_out(), num_decodes=num_decodes, new_kv=(batch.key, batch.value)
+    )
+    assert_relative_error(out, expected, GPU_TOLERANCE)
 
 
 @pytest.mark.gpu
@@ -186,10 +198,12 @@ def test_the_tail_of_a_mixed_batch_gets_tiles_for_its_own_shape(
     original = extend_attention.paged_attention
 
     def recording(
-        *args: object, config: extend_attention.ExtendConfig | None = None
+        *args: object,
+        new_kv: tuple[torch.Tensor, torch.Tensor] | None = None,
+        config: extend_attention.ExtendConfig | None = None,
     ) -> torch.Tensor:
         configs.append(config)
-        return original(*args, config=config)  # type: ignore[arg-type]
+        return original(*args, new_kv=new_kv, config=config)  # type: ignore[arg-type]
 
     monkeypatch.setattr(extend_attention, "paged_attention", recording)
     batch = gpu_batch(cuda, [40] * 200 + [40, 40, 40], [1] * 200 + [16, 16, 16])
@@ -197,3 +211,26 @@ def test_the_tail_of_a_mixed_batch_gets_tiles_for_its_own_shape(
     out = ops.paged_attention(*args, batch.poisoned_out(), num_decodes=200)
     assert [c.block_m if c else None for c in configs] == [128]
     assert_relative_error(out, reference.paged_attention(*args), GPU_TOLERANCE)
+
+
+@pytest.mark.gpu
+def test_the_models_new_kv_layout_is_read_by_tma_on_hopper(
+    cuda: torch.device, assert_relative_error: CheckFn
+) -> None:
+    """The keys a packed tensor, the values a column slice of the fused QKV output (rows of
+    6144): on compute capability 9.0 and later both load through TMA descriptors."""
+    from llmservice.kernels import extend_attention
+
+    if torch.cuda.get_device_capability(cuda)[0] < 9:
+        pytest.skip("TMA needs Hopper or later")
+    batch = gpu_batch(cuda, [2048 + 300, 700], [300, 700])
+    args = batch.attention_args(scale=128**-0.5)
+    expected = reference.paged_attention(*args)
+    num_tokens = batch.query.shape[0]
+    qkv = torch.randn(num_tokens, 6144, dtype=torch.bfloat16, device=cuda)
+    qkv[:, 5120:] = batch.value.reshape(num_tokens, 1024)
+    value = qkv[:, 5120:].view(num_tokens, 8, 128)
+    assert extend_attention.reads_new_kv_by_tma((batch.key, value))
+    batch.poison_new_slots()
+    out = ops.paged_attention(*args, batch.poisoned_out(), new_kv=(batch.key, value))
+    assert_relative_error(out, expected, GPU_TOLERANCE)

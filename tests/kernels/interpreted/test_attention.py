@@ -5,7 +5,6 @@ float32 and float16 only: the interpreter's bfloat16 dot is broken (the GPU test
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 
 import pytest
@@ -76,11 +75,11 @@ EXTEND_CASES = {
 }
 
 
-@pytest.mark.parametrize("lazy_rescale", [False, True], ids=["rescale", "lazy_rescale"])
+@pytest.mark.parametrize("keys", ["from_cache", "new_kv"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 @pytest.mark.parametrize("case", list(EXTEND_CASES))
 def test_extend_kernel_matches_reference(
-    assert_relative_error: CheckFn, case: str, dtype: torch.dtype, lazy_rescale: bool
+    assert_relative_error: CheckFn, case: str, dtype: torch.dtype, keys: str
 ) -> None:
     seq_lens, query_lens, num_heads, num_kv_heads, head_dim, block_size = EXTEND_CASES[case]
     batch = make_paged_batch(
@@ -95,37 +94,48 @@ def test_extend_kernel_matches_reference(
         extra_table_columns=2,
     )
     args = batch.attention_args(scale=head_dim**-0.5)
+    expected = reference.paged_attention(*args)
+    new_kv = None
+    if keys == "new_kv":
+        new_kv = batch.key, batch.value
+        batch.poison_new_slots()  # the kernel must read the new tokens' K/V from new_kv
     config = extend_attention.default_config(head_dim, batch.query.device, 0, 1)
-    config = dataclasses.replace(config, lazy_rescale=lazy_rescale)
-    out = extend_attention.paged_attention(*args, batch.poisoned_out(), config=config)
-    assert_relative_error(out, reference.paged_attention(*args), TOLERANCE[dtype])
+    out = extend_attention.paged_attention(
+        *args, batch.poisoned_out(), new_kv=new_kv, config=config
+    )
+    assert_relative_error(out, expected, TOLERANCE[dtype])
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
-def test_lazy_rescale_follows_maxima_that_jump_and_creep(
-    assert_relative_error: CheckFn, dtype: torch.dtype
-) -> None:
-    """Six 16-key tiles whose scores sit near 0, 3, 20, 32.5, -50 and 100 (x log2(e) in the
-    kernel's units): the rescale is skipped on the growth of 4.3 and taken on 24.5, 18 and 72.
-    Never rescaling overflows float32 at 2^144; a threshold of 2^18 or more lets the float16
-    probabilities pass 2^16 and overflow."""
+def test_extend_kernel_reads_new_kv_in_strided_rows(assert_relative_error: CheckFn) -> None:
+    """As the model passes them: the keys a packed tensor, the values a column slice of the
+    fused QKV projection's output (rows wider than the heads)."""
     batch = make_paged_batch(
-        [96], [32], num_heads=4, num_kv_heads=1, head_dim=16, block_size=16, dtype=dtype
+        [75, 50, 1], [20, 33, 1], num_heads=8, num_kv_heads=2, head_dim=32, block_size=16,
+        dtype=torch.float32, seed=3,
+    )  # fmt: skip
+    args = batch.attention_args(scale=32**-0.5)
+    expected = reference.paged_attention(*args)
+    num_tokens = batch.query.shape[0]
+    qkv = torch.randn(num_tokens, 8 * 32 + 2 * 2 * 32)
+    qkv[:, 8 * 32 + 64 :] = batch.value.reshape(num_tokens, 64)
+    value = qkv[:, 8 * 32 + 64 :].view(num_tokens, 2, 32)
+    batch.poison_new_slots()
+    config = extend_attention.ExtendConfig(block_m=32, block_n=16, num_warps=4, num_stages=1)
+    out = extend_attention.paged_attention(
+        *args, batch.poisoned_out(), new_kv=(batch.key, value), config=config
     )
-    query, k_cache, v_cache, tables, seq_lens, starts, _ = batch.attention_args(scale=1.0)
-    query.fill_(1.0)
-    tile_scores = torch.tensor([0.0, 3.0, 20.0, 32.5, -50.0, 100.0])
-    for position in range(96):
-        block, row = int(tables[0, position // 16]), position % 16
-        noise = 0.02 * k_cache[block, row].float()  # the batch's random keys, made small
-        k_cache[block, row] = (noise + tile_scores[position // 16] / 16).to(dtype)
-    args = (query, k_cache, v_cache, tables, seq_lens, starts, 1.0)
-    config = extend_attention.ExtendConfig(
-        block_m=32, block_n=16, num_warps=4, num_stages=1, lazy_rescale=True
+    assert_relative_error(out, expected, TOLERANCE[torch.float32])
+
+
+def test_extend_kernel_rejects_new_kv_of_the_wrong_shape() -> None:
+    batch = make_paged_batch(
+        [40], [40], num_heads=4, num_kv_heads=2, head_dim=16, block_size=16, dtype=torch.float32
     )
-    out = extend_attention.paged_attention(*args, batch.poisoned_out(), config=config)
-    assert torch.isfinite(out).all()
-    assert_relative_error(out, reference.paged_attention(*args), TOLERANCE[dtype])
+    args = batch.attention_args(scale=0.25)
+    with pytest.raises(ValueError, match="new_kv key must be"):
+        extend_attention.paged_attention(*args, new_kv=(batch.key[:-1], batch.value))
+    with pytest.raises(ValueError, match="new_kv key and value must be"):
+        reference.paged_attention(*args, new_kv=(batch.key[:-1], batch.value))
 
 
 def test_extend_kernel_with_many_tiles_per_sequence(assert_relative_error: CheckFn) -> None:
@@ -145,7 +155,8 @@ def test_extend_kernel_with_many_tiles_per_sequence(assert_relative_error: Check
     assert_relative_error(out, reference.paged_attention(*args), TOLERANCE[torch.float32])
 
 
-def test_extend_kernel_on_the_tail_of_a_batch(assert_relative_error: CheckFn) -> None:
+@pytest.mark.parametrize("keys", ["from_cache", "new_kv"])
+def test_extend_kernel_on_the_tail_of_a_batch(assert_relative_error: CheckFn, keys: str) -> None:
     """Given only the sequences after the leading decodes (query_start_loc not starting at 0),
     the extend kernel writes exactly their rows, at their offsets in the whole batch."""
     # 18 decodes: more rows than a 16-token tile, so a tile mapping that ignored the offset
@@ -161,14 +172,19 @@ def test_extend_kernel_on_the_tail_of_a_batch(assert_relative_error: CheckFn) ->
         dtype=torch.float32,
     )
     args = batch.attention_args(scale=0.25)
+    expected = reference.paged_attention(*args)
+    new_kv = None
+    if keys == "new_kv":  # rows indexed like the query's: the whole batch's
+        new_kv = batch.key, batch.value
+        batch.poison_new_slots()
     query, k_cache, v_cache, tables, seq_lens, starts, scale = args
     out = extend_attention.paged_attention(
         query, k_cache, v_cache, tables[num_decodes:], seq_lens[num_decodes:],
         starts[num_decodes:], scale,
         batch.poisoned_out(),
+        new_kv=new_kv,
         config=extend_attention.ExtendConfig(block_m=32, block_n=16, num_warps=4, num_stages=1),
     )  # fmt: skip
-    expected = reference.paged_attention(*args)
     assert torch.isnan(out[:num_decodes]).all()  # the decodes' rows are left alone
     assert_relative_error(out[num_decodes:], expected[num_decodes:], TOLERANCE[torch.float32])
 
