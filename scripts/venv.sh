@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Creates (once) and prints the path of the project's virtual environment.
+# Creates (once) the project's virtual environment and prints its path: <checkout>/.venv.
 #
-# The environment is cached under ~/.cache/llmservice/venv/<key>, where the key hashes the
-# Python version and requirements/lock.txt (which pins everything pyproject.toml asks for): a
-# fresh clone with the same pins reuses it (torch alone is several GB), a change of pins builds
-# a new one. The project itself is installed in editable mode (seconds) whenever another
-# checkout calls, so the cached environment always points at the checkout that called it.
+# The dependencies live in a shared environment cached under ~/.cache/llmservice/venv/<key>,
+# where the key hashes the Python version and requirements/lock.txt (which pins everything
+# pyproject.toml asks for): a fresh clone with the same pins reuses it (torch alone is several
+# GB), a change of pins builds a new one. Each checkout gets a small environment of its own at
+# .venv that sees the shared one's packages (a .pth file) and holds this checkout's editable
+# install and entry points, so two checkouts never re-point each other's `import llmservice`.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 python=${PYTHON:-python3}
@@ -29,15 +30,40 @@ if [ ! -f "$venv/.complete" ]; then
     -r "$root/requirements/lock.txt" >&2
   touch "$venv/.complete"
 fi
-# The editable install points the environment at one checkout (and carries pyproject.toml's
-# entry points): redo it when another checkout calls or pyproject.toml changed.
-stamp="$root $(sha256sum "$root/pyproject.toml" | cut -c1-16)"
-if [ "$(cat "$venv/.checkout" 2>/dev/null)" != "$stamp" ]; then
-  log=$(mktemp)
-  "$venv/bin/pip" install -q --disable-pip-version-check --no-deps --no-build-isolation \
-    -e "$root" >"$log" 2>&1 || { cat "$log" >&2; rm -f "$log"; exit 1; }
-  rm -f "$log"
-  echo "$stamp" >"$venv/.checkout"
+# Environments of older versions of this script held one checkout's editable install: it would
+# shadow every other checkout's through the .pth files the overlays read.
+if [ -f "$venv/.checkout" ]; then
+  "$venv/bin/pip" uninstall -q -y --disable-pip-version-check llmservice >&2 || true
+  rm -f "$venv/.checkout"
 fi
-ln -sfn "$venv" "$root/.venv"
-echo "$venv"
+overlay=$root/.venv
+[ -L "$overlay" ] && rm "$overlay"  # older versions linked .venv to the shared environment
+stamp="$venv $(sha256sum "$root/pyproject.toml" | cut -c1-16)"
+if [ "$(cat "$overlay/.stamp" 2>/dev/null)" != "$stamp" ]; then
+  rm -rf "$overlay"
+  "$venv/bin/python" -P -m venv --without-pip "$overlay"
+  purelib='import sysconfig; print(sysconfig.get_paths()["purelib"])'
+  shared_site=$("$venv/bin/python" -P -c "$purelib")
+  # addsitedir (not a bare path) so the shared environment's own .pth files apply too.
+  echo "import site; site.addsitedir('$shared_site')" \
+    >"$("$overlay/bin/python" -P -c "$purelib")/_llmservice_shared_env.pth"
+  log=$(mktemp)
+  "$overlay/bin/python" -P -m pip install -q --disable-pip-version-check --no-deps \
+    --no-build-isolation -e "$root" >"$log" 2>&1 || { cat "$log" >&2; rm -f "$log"; exit 1; }
+  rm -f "$log"
+  # The shared environment's tools (pytest, ruff, mypy, kopf, ...): Python scripts run under
+  # this environment's interpreter, so they import this checkout; native binaries are linked.
+  for tool in "$venv"/bin/*; do
+    name=$(basename "$tool")
+    [ -e "$overlay/bin/$name" ] && continue
+    case $name in activate* | Activate* | python*) continue ;; esac
+    if head -c 2 "$tool" | grep -q '#!'; then
+      printf '#!/bin/sh\nexec "%s" "%s" "$@"\n' "$overlay/bin/python" "$tool" >"$overlay/bin/$name"
+      chmod +x "$overlay/bin/$name"
+    else
+      ln -s "$tool" "$overlay/bin/$name"
+    fi
+  done
+  echo "$stamp" >"$overlay/.stamp"
+fi
+echo "$overlay"
