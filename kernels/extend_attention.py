@@ -23,8 +23,6 @@ sequence's end.
 
 from __future__ import annotations
 
-import functools
-import os
 from dataclasses import dataclass
 
 import torch
@@ -35,6 +33,7 @@ from llmservice.kernels.triton_utils import (
     LOG2E,
     check_paged_attention_args,
     dot_precision,
+    hopper_or_later,
     next_power_of_2,
 )
 
@@ -387,10 +386,7 @@ def check_new_kv(
 def reads_new_kv_by_tma(new_kv: tuple[torch.Tensor, torch.Tensor] | None) -> bool:
     """Whether the kernel loads these new keys by TMA: Hopper or later, not the interpreter,
     16-bit values, 16-byte aligned bases and rows."""
-    if new_kv is None or not new_kv[0].is_cuda:
-        return False
-    device = new_kv[0].device
-    if not _has_tma(device.index if device.index is not None else torch.cuda.current_device()):
+    if new_kv is None or not hopper_or_later(new_kv[0].device):
         return False
     return all(
         t.element_size() == 2 and t.data_ptr() % 16 == 0 and t.stride(0) * 2 % 16 == 0
@@ -416,12 +412,3 @@ def _new_key_source(
     width, block = num_kv_heads * head_dim, [block_n, head_dim]
     key, value = (TensorDescriptor(t, [num_tokens, width], [t.stride(0), 1], block) for t in new_kv)
     return FROM_TMA.value, key, value
-
-
-@functools.cache
-def _has_tma(device_index: int) -> bool:
-    return (
-        torch.version.hip is None
-        and os.environ.get("TRITON_INTERPRET", "0") in ("", "0")
-        and torch.cuda.get_device_capability(device_index)[0] >= 9
-    )

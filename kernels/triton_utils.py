@@ -47,17 +47,26 @@ def use_pdl(device: torch.device) -> bool:
     """Whether kernels on `device` launch with PDL: a CUDA device of compute capability 9.0 or
     later, a Triton with the grid-dependency intrinsics, not the interpreter, not switched off
     by LLMSERVICE_PDL=0 (read at every launch, so a captured CUDA graph keeps what it saw)."""
-    if device.type != "cuda" or os.environ.get(PDL_ENV, "1") == "0":
+    if os.environ.get(PDL_ENV, "1") == "0":
         return False
-    return _pdl_capable(device.index if device.index is not None else torch.cuda.current_device())
+    return hopper_or_later(device) and hasattr(tl.extra.cuda, "gdc_wait")
+
+
+def hopper_or_later(device: torch.device) -> bool:
+    """Whether compiled Triton kernels on `device` may use Hopper's features (PDL, TMA): an
+    NVIDIA device of compute capability 9.0 or later, and not the interpreter."""
+    if device.type != "cuda":
+        return False
+    return _hopper_or_later(
+        device.index if device.index is not None else torch.cuda.current_device()
+    )
 
 
 @functools.cache
-def _pdl_capable(device_index: int) -> bool:
+def _hopper_or_later(device_index: int) -> bool:
     return (
         torch.version.hip is None  # ROCm reports gfx9 parts as capability 9.x
         and os.environ.get("TRITON_INTERPRET", "0") in ("", "0")
-        and hasattr(tl.extra.cuda, "gdc_wait")
         and torch.cuda.get_device_capability(device_index) >= (9, 0)
     )
 
