@@ -75,8 +75,8 @@ class LaunchedStep:
         prompt_logprobs: dict[str, dict[int, TokenLogprobs]] | None = None,
     ) -> None:
         self.request_ids = request_ids
-        self._prompt_logprobs = prompt_logprobs or {}
         """The request of each sampled row."""
+        self._prompt_logprobs = prompt_logprobs or {}
         self.tokens = None if sampled is None else sampled.tokens
         """(num_sampled,) int64 on the device (None: nothing sampled)."""
         self._sampled = sampled
@@ -199,7 +199,7 @@ class ModelRunner:
     ) -> RunnerOutput:
         """Run the forward pass of `output` and sample; the scheduler has already advanced
         every chunk's request past the chunk (num_computed_tokens)."""
-        return self._launch(output, get_request, None).result()
+        return self.launch(output, get_request, None).result()
 
     @torch.inference_mode()
     def launch(
@@ -213,14 +213,6 @@ class ModelRunner:
         A placeholder row of a request takes its token from `previous`, on the device, and so
         do the penalties and the min_tokens count of its sampled row.
         """
-        return self._launch(output, get_request, previous)
-
-    def _launch(
-        self,
-        output: SchedulerOutput,
-        get_request: Callable[[str], Request | None],
-        previous: LaunchedStep | None,
-    ) -> LaunchedStep:
         self.remove_requests(output.finished_ids)
         if not output.chunks:
             return LaunchedStep((), None)
@@ -468,14 +460,7 @@ def _argmax_suffices(params: SamplingParams) -> bool:
 
 def _all_plain_greedy(rows: Sequence[SamplingRow]) -> bool:
     """Whether every row is greedy with nothing to mask, penalise or report (argmax suffices)."""
-    return all(
-        _argmax_suffices(row.params)
-        and not (
-            row.request.num_output_tokens + row.pending < row.request.limits.min_tokens
-            and row.request.limits.stop_token_ids
-        )
-        for row in rows
-    )
+    return all(_argmax_suffices(row.params) and not row.bans_stop_tokens for row in rows)
 
 
 def _known(get_request: Callable[[str], Request | None], chunk: ScheduledChunk) -> Request:

@@ -30,6 +30,15 @@ class SamplingRow:
     pending: bool = False
     """Its previous token is sampled by the step in flight and not on the host yet."""
 
+    @property
+    def bans_stop_tokens(self) -> bool:
+        """Whether its stop tokens are masked this step: fewer than min_tokens tokens so far,
+        the one in flight counted."""
+        limits = self.request.limits
+        return self.request.num_output_tokens + self.pending < limits.min_tokens and bool(
+            limits.stop_token_ids
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class SamplingMetadata:
@@ -92,10 +101,7 @@ class SamplingMetadata:
         greedy = [p.is_greedy for p in params]
         top_k = [p.top_k if p.top_k > 0 else 0 for p in params]
         banned = [
-            tuple(row.request.limits.stop_token_ids)
-            if row.request.num_output_tokens + row.pending < row.request.limits.min_tokens
-            else ()
-            for row in rows
+            tuple(row.request.limits.stop_token_ids) if row.bans_stop_tokens else () for row in rows
         ]
         temperature = [1.0 if g else p.temperature for g, p in zip(greedy, params, strict=True)]
         biased = [(row, t, v) for row, p in enumerate(params) for t, v in p.logit_bias_items]
