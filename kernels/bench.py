@@ -19,7 +19,10 @@ from a CUDA graph over rotating weight copies (L2 is 50 MB), checked against a f
 with `--sweep` every candidate launch config (compiled first in parallel worker processes); on
 Hopper the table's config also with PDL switched off (kernels/bench_chain.py times a whole
 decode step both ways; kernels/bench_gemv_chain.py sweeps the configs inside that step).
-Every timed configuration is first checked against the reference. `--sweep` also times the
+gated: Llama-3.1-8B's gate/up projection with the SiLU-and-multiply in its epilogue
+(kernels/gated_linear.py) against cuBLAS's GEMM plus the SiLU kernel, at prefill row counts;
+TFLOP/s counts the GEMM's 2*M*K*2d. Every timed configuration is first checked against the
+reference. `--sweep` also times the
 launch configurations tried for tuning (head_dim 128 and 64; cascade tiles). `--only NAME`
 runs one group.
 """
@@ -42,7 +45,9 @@ from llmservice.kernels import (
     cascade_attention,
     decode_attention,
     extend_attention,
+    gated_linear,
     gemv,
+    ops,
     reference,
 )
 from llmservice.kernels.bench_chain import pdl_switched
@@ -59,6 +64,7 @@ Config = (
     | extend_attention.ExtendConfig
     | cascade_attention.CascadeConfig
     | gemv.GemvConfig
+    | gated_linear.GatedLinearConfig
 )
 DECODE_SWEEP = [
     decode_attention.DecodeConfig(block_n=n, num_warps=w, num_stages=s, programs_per_sm=p)
@@ -332,11 +338,39 @@ def bench_gemv(device: torch.device, sweep: bool) -> None:
                saved_ms_per_step_32_layers=saved, best_of="sweep" if sweep else "table")  # fmt: skip
 
 
+GATED_ROWS = (16384, 8192, 5462, 2048, 1024, 512)
+"""A whole W3 step, two and three MLP chunks of one, and the sizes around MIN_ROWS."""
+
+
+def _cublas_then_silu(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    return ops.silu_and_mul(F.linear(x, weight))
+
+
+def bench_gated(device: torch.device) -> None:
+    hidden, inner = 4096, 14336
+    weight = torch.randn(2 * inner, hidden, dtype=torch.bfloat16, device=device) * 0.02
+    for rows in GATED_ROWS:
+        x = torch.randn(rows, hidden, dtype=torch.bfloat16, device=device)
+        expected = reference.silu_and_mul(x.float() @ weight.float().T)
+        out = gated_linear.linear_silu_and_mul(x, weight)
+        rel_error = float((out.float() - expected).norm() / expected.norm())
+        fused_ms = time_ms(functools.partial(gated_linear.linear_silu_and_mul, x, weight))
+        unfused_ms = time_ms(functools.partial(_cublas_then_silu, x, weight))
+        flops = 2 * rows * hidden * 2 * inner
+        report(
+            "gated_linear", gated_linear.DEFAULT_CONFIG, rows=rows, ms=fused_ms,
+            rel_error=rel_error, tflops=flops / fused_ms / 1e9, cublas_silu_ms=unfused_ms,
+            speedup=unfused_ms / fused_ms,
+        )  # fmt: skip
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Kernel benchmark (JSON lines).")
     parser.add_argument("--sweep", action="store_true", help="also time the tuning configurations")
     parser.add_argument(
-        "--only", choices=["decode", "prefill", "mixed", "cascade", "gemv"], help="run one group"
+        "--only",
+        choices=["decode", "prefill", "mixed", "cascade", "gemv", "gated"],
+        help="run one group",
     )
     options = parser.parse_args(argv)
     if not torch.cuda.is_available():
@@ -366,6 +400,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         bench_mixed(device)
     if wanted("gemv"):
         bench_gemv(device, options.sweep)
+    if wanted("gated"):
+        bench_gated(device)
     if wanted("cascade"):
         cascade_configs: list[Config] = [cascade_attention.default_config(device)]
         if options.sweep:

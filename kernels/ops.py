@@ -148,6 +148,30 @@ def silu_and_mul(x: torch.Tensor) -> torch.Tensor:
     return activation.silu_and_mul(x)
 
 
+def linear_silu_and_mul(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
+) -> torch.Tensor:
+    """silu_and_mul(linear(x, weight, bias)) for [gate; up] weight rows: one fused kernel where
+    `fuses_gated_linear` says so, else linear (GEMV or cuBLAS) then the SiLU kernel."""
+    if fuses_gated_linear(x, weight, bias):
+        from llmservice.kernels import gated_linear
+
+        return gated_linear.linear_silu_and_mul(x, weight)
+    return silu_and_mul(linear(x, weight, bias))
+
+
+def fuses_gated_linear(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
+) -> bool:
+    """Whether linear_silu_and_mul runs as one kernel that never holds the 2 * d-wide product
+    (a CUDA tensor on Hopper or later, enough rows; gated_linear.serves)."""
+    if not x.is_cuda:
+        return False
+    from llmservice.kernels import gated_linear
+
+    return gated_linear.serves(x, weight, bias)
+
+
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """x @ weight.T (+ bias): the Triton GEMV for decode-sized CUDA batches, torch otherwise.
 

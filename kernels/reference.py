@@ -183,6 +183,24 @@ def linear(
     return F.linear(x, weight, bias)
 
 
+def linear_silu_and_mul(
+    x: torch.Tensor,  # (num_rows, K)
+    weight: torch.Tensor,  # (2 * d, K): [gate; up], as gate_up_proj packs them
+    bias: torch.Tensor | None = None,  # (2 * d,)
+) -> torch.Tensor:
+    """The gate/up half of a SwiGLU MLP: silu_and_mul(linear(x, weight, bias)), (num_rows, d)."""
+    check_gated_linear_args(x, weight, bias)
+    return silu_and_mul(linear(x, weight, bias))
+
+
+def fuses_gated_linear(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
+) -> bool:
+    """Whether linear_silu_and_mul skips the 2 * d-wide product: never here (the model then
+    bounds that activation by cutting long batches into chunks)."""
+    return False
+
+
 def gemv(
     x: torch.Tensor,  # (num_rows, K): a few rows (decode tokens)
     weight: torch.Tensor,  # (N, K)
@@ -312,6 +330,17 @@ def check_gemv_args(
         raise ValueError(f"bias must be ({weight.shape[0]},), got {tuple(bias.shape)}")
     if out is not None and out.shape != (x.shape[0], weight.shape[0]):
         raise ValueError(f"out must be ({x.shape[0]}, {weight.shape[0]}), got {tuple(out.shape)}")
+
+
+def check_gated_linear_args(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+) -> None:
+    """Raises ValueError unless the arguments of linear_silu_and_mul agree with each other."""
+    check_gemv_args(x, weight, bias, None)
+    if weight.shape[0] % 2:
+        raise ValueError(
+            f"linear_silu_and_mul needs [gate; up] rows (an even count), got {weight.shape[0]}"
+        )
 
 
 def check_norm_shapes(x: torch.Tensor, weight: torch.Tensor) -> None:

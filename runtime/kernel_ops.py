@@ -78,6 +78,11 @@ class KernelOps:
     """(x: (..., 2d)) -> silu(x[..., :d]) * x[..., d:]."""
     linear: Callable[[Tensor, Tensor, Tensor | None], Tensor]
     """(x, weight, bias) -> x @ weight.T (+ bias); decode-sized batches may take a GEMV."""
+    linear_silu_and_mul: Callable[[Tensor, Tensor, Tensor | None], Tensor]
+    """(x, weight: [gate; up] rows, bias) -> silu_and_mul(linear(x, weight, bias))."""
+    fuses_gated_linear: Callable[[Tensor, Tensor, Tensor | None], bool]
+    """(x, weight, bias) -> whether linear_silu_and_mul never holds the 2 * d-wide product
+    (shapes and layouts only, no device sync)."""
 
 
 def _from_module(name: str, module_name: str) -> KernelOps:
@@ -92,6 +97,8 @@ def _from_module(name: str, module_name: str) -> KernelOps:
         rotary_embedding=module.rotary_embedding,
         silu_and_mul=module.silu_and_mul,
         linear=module.linear,
+        linear_silu_and_mul=module.linear_silu_and_mul,
+        fuses_gated_linear=module.fuses_gated_linear,
     )
 
 

@@ -132,11 +132,14 @@ class Attention(nn.Module):
         return projected
 
 
-# Rows per pass through the MLP at most (long batches are cut into equal chunks). A 16K-token
-# prefill step would otherwise hold all its gate/up activations at once (2 x 14336 wide: 0.9 GiB
-# for Llama-3.1-8B, plus 0.45 GiB after the SiLU), the largest activation peak of a step, which
-# the KV cache is sized after; three chunks bring the MLP below the logits of 1024 sampled rows.
-# GEMMs of ~5.5K rows still fill an H100.
+# Rows per pass through the MLP at most when the gate/up product is materialised (long batches
+# are cut into equal chunks). A 16K-token prefill step would otherwise hold all its gate/up
+# activations at once (2 x 14336 wide: 0.9 GiB for Llama-3.1-8B, plus 0.45 GiB after the SiLU),
+# the largest activation peak of a step, which the KV cache is sized after; three chunks bring
+# the MLP below the logits of 1024 sampled rows. GEMMs of ~5.5K rows still fill an H100. Where
+# the kernel set fuses the SiLU into the gate/up GEMM (Hopper), the whole batch holds only the
+# 14336-wide product, the same peak as a chunk, and goes through in one pass: the fused kernel
+# at 16K rows beat three chunks of cuBLAS + SiLU (BENCHMARKS.md, "gate/up with SiLU").
 MLP_CHUNK_TOKENS = 6144
 
 
@@ -152,7 +155,10 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         num_tokens = x.shape[0]
-        if num_tokens <= MLP_CHUNK_TOKENS:
+        gate_up = self.gate_up_proj
+        if num_tokens <= MLP_CHUNK_TOKENS or self.ops.fuses_gated_linear(
+            x, gate_up.weight, gate_up.bias
+        ):
             return self._forward(x)
         out = torch.empty_like(x)  # (num_tokens, hidden)
         chunk = -(-num_tokens // -(-num_tokens // MLP_CHUNK_TOKENS))  # equal chunks
@@ -163,5 +169,7 @@ class MLP(nn.Module):
         return out
 
     def _forward(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-        result: torch.Tensor = self.down_proj(self.ops.silu_and_mul(self.gate_up_proj(x)), out)
+        gate_up = self.gate_up_proj
+        product = self.ops.linear_silu_and_mul(x, gate_up.weight, gate_up.bias)
+        result: torch.Tensor = self.down_proj(product, out)
         return result

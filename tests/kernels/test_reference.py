@@ -175,6 +175,18 @@ def test_rotary_scores_depend_only_on_relative_position() -> None:
     assert score(10, 3) == pytest.approx(score(100, 93), rel=1e-4, abs=1e-4)
 
 
+def test_linear_silu_and_mul_is_the_gate_up_half_of_swiglu() -> None:
+    x, weight, bias = torch.randn(5, 6), torch.randn(8, 6), torch.randn(8)
+    out = reference.linear_silu_and_mul(x, weight, bias)
+    gate, up = x @ weight[:4].T + bias[:4], x @ weight[4:].T + bias[4:]
+    torch.testing.assert_close(out, torch.nn.functional.silu(gate) * up)
+    assert not reference.fuses_gated_linear(x, weight, bias)
+    with pytest.raises(ValueError, match="even count"):
+        reference.linear_silu_and_mul(x, torch.randn(7, 6))
+    with pytest.raises(ValueError, match="bias"):
+        reference.linear_silu_and_mul(x, weight, torch.randn(6))
+
+
 def test_silu_and_mul() -> None:
     x = torch.randn(3, 2, 10)
     out = reference.silu_and_mul(x)

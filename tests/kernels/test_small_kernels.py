@@ -58,6 +58,26 @@ def test_rotary_embedding_gpu(cuda: torch.device) -> None:
     torch.testing.assert_close(k_out, k_ref, **BF16)
 
 
+def test_fused_gate_up_gpu(cuda: torch.device) -> None:
+    from llmservice.kernels import gated_linear
+
+    # Llama-3.1-8B's gate/up at a prefill chunk's row count (not a multiple of the tile).
+    x = torch.randn(1500, 4096, dtype=torch.bfloat16, device=cuda)
+    weight = torch.randn(2 * 14336, 4096, dtype=torch.bfloat16, device=cuda) * 0.02
+    bias = torch.zeros(2 * 14336, dtype=torch.bfloat16, device=cuda)
+    assert ops.fuses_gated_linear(x, weight, None) == gated_linear.serves(x, weight, None)
+    if torch.cuda.get_device_capability(cuda) >= (9, 0):
+        assert ops.fuses_gated_linear(x, weight, None)
+        assert not ops.fuses_gated_linear(x[: gated_linear.MIN_ROWS - 1], weight, None)
+        assert not ops.fuses_gated_linear(x, weight, bias)
+
+    out = ops.linear_silu_and_mul(x, weight, None)
+
+    # The fused kernel rounds once (float32 product), the reference twice (after the GEMM too).
+    expected = reference.silu_and_mul(x.float() @ weight.float().T).to(torch.bfloat16)
+    torch.testing.assert_close(out, expected, **BF16)
+
+
 def test_silu_and_mul_gpu(cuda: torch.device) -> None:
     x = torch.randn(4096, 2 * 14336, dtype=torch.bfloat16, device=cuda)
     torch.testing.assert_close(ops.silu_and_mul(x), reference.silu_and_mul(x), **BF16)
