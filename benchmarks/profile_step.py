@@ -87,6 +87,11 @@ def _decode_bytes(shape: StepShape, m: ModelConfig) -> tuple[float, str]:
     return sum(shape.decode_lens) * per_token * m.num_layers, "GB/s"
 
 
+def _gated_flops(shape: StepShape, m: ModelConfig) -> tuple[float, str]:
+    # The gate/up GEMM (2 x intermediate wide) of every token; the SiLU rides in its epilogue.
+    return 2 * shape.num_tokens * m.hidden_size * 2 * m.intermediate_size * m.num_layers, "TFLOP/s"
+
+
 def _per_token_bytes(elements: Callable[[ModelConfig], float]) -> Work:
     def work(shape: StepShape, m: ModelConfig) -> tuple[float, str]:
         return shape.num_tokens * elements(m) * m.dtype.itemsize * m.num_layers, "GB/s"
@@ -99,6 +104,7 @@ KERNEL_WORK: dict[str, Work] = {
     "_extend_kernel": _attention_flops,
     "_decode_split_kernel": _decode_bytes,
     "_silu_and_mul_kernel": _per_token_bytes(lambda m: 3 * m.intermediate_size),
+    "_gated_linear_kernel": _gated_flops,
     # Two norms a layer; all but the first add the residual (read x, residual; write both).
     "_rms_norm_kernel": _per_token_bytes(lambda m: 2 * 4 * m.hidden_size),
     "_rotary_kernel": _per_token_bytes(lambda m: 2 * (m.num_heads + m.num_kv_heads) * m.head_dim),
