@@ -13,9 +13,10 @@ each weight tile while it is in L2). The weight is read through a 3-D TMA descri
 slower). TMA also clips every edge, so no shape needs padding.
 
 Measured on the H100 at Llama-3.1-8B's shape (K 4096, d 14336; BENCHMARKS.md, "gate/up with
-SiLU"): 5.41 ms at 16,384 rows against 5.98 for cuBLAS's GEMM plus the SiLU kernel, 0.347
-against 0.375 at 1,024 rows, and no gain below that (0.197 against 0.184 at 512), hence
-MIN_ROWS. Hopper or later only (TMA); elsewhere `ops` keeps the two kernels.
+SiLU"): in W3's step 176.7 ms against 186.3 for cuBLAS's GEMM plus the SiLU kernel; alone, at
+1,024-16,384 rows, 1.00-1.22x their speed (stand-alone timings move by ~5% between runs under
+the power limit), and slower at 512 rows (0.199 against 0.186 ms), hence MIN_ROWS. Hopper or
+later only (TMA); elsewhere `ops` keeps the two kernels.
 """
 
 # mypy: disable-error-code="no-untyped-def,untyped-decorator"
