@@ -74,12 +74,11 @@ class KernelOps:
     """(x, residual, weight, eps) -> (rms_norm(x + residual), x + residual)."""
     rotary_embedding: Callable[[Tensor, Tensor, Tensor, Tensor], tuple[Tensor, Tensor]]
     """(positions, query, key, cos_sin_cache) -> (query, key) rotated."""
-    silu_and_mul: Callable[[Tensor], Tensor]
-    """(x: (..., 2d)) -> silu(x[..., :d]) * x[..., d:]."""
     linear: Callable[[Tensor, Tensor, Tensor | None], Tensor]
     """(x, weight, bias) -> x @ weight.T (+ bias); decode-sized batches may take a GEMV."""
     linear_silu_and_mul: Callable[[Tensor, Tensor, Tensor | None], Tensor]
-    """(x, weight: [gate; up] rows, bias) -> silu_and_mul(linear(x, weight, bias))."""
+    """(x, weight: [gate; up] rows, bias) -> silu(x @ gate.T) * (x @ up.T) (+ their biases): the
+    gate/up half of a SwiGLU MLP."""
     fuses_gated_linear: Callable[[Tensor, Tensor, Tensor | None], bool]
     """(x, weight, bias) -> whether linear_silu_and_mul never holds the 2 * d-wide product
     (shapes and layouts only, no device sync)."""
@@ -95,7 +94,6 @@ def _from_module(name: str, module_name: str) -> KernelOps:
         rms_norm=module.rms_norm,
         fused_add_rms_norm=module.fused_add_rms_norm,
         rotary_embedding=module.rotary_embedding,
-        silu_and_mul=module.silu_and_mul,
         linear=module.linear,
         linear_silu_and_mul=module.linear_silu_and_mul,
         fuses_gated_linear=module.fuses_gated_linear,
