@@ -35,6 +35,7 @@ from llmservice.kernels.triton_utils import (
     dot_precision,
     hopper_or_later,
     next_power_of_2,
+    tma_aligned,
 )
 
 
@@ -388,10 +389,7 @@ def reads_new_kv_by_tma(new_kv: tuple[torch.Tensor, torch.Tensor] | None) -> boo
     16-bit values, 16-byte aligned bases and rows."""
     if new_kv is None or not hopper_or_later(new_kv[0].device):
         return False
-    return all(
-        t.element_size() == 2 and t.data_ptr() % 16 == 0 and t.stride(0) * 2 % 16 == 0
-        for t in new_kv
-    )
+    return all(t.element_size() == 2 and tma_aligned(t) for t in new_kv)
 
 
 def _new_key_source(

@@ -31,7 +31,7 @@ import triton
 import triton.language as tl
 
 from llmservice.kernels.reference import check_gated_linear_args
-from llmservice.kernels.triton_utils import cdiv, hopper_or_later
+from llmservice.kernels.triton_utils import cdiv, hopper_or_later, tma_aligned
 
 MIN_ROWS = 1024
 """Fewer rows go to cuBLAS + the SiLU kernel (measured faster at 512 rows and below)."""
@@ -105,18 +105,14 @@ def serves(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> 
 
 
 def _tma_aligned(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """TMA's layout rules for the three descriptors: unit inner strides, 16-byte aligned bases
-    and row strides (x's rows, the weight's K, the result's d)."""
-    size = x.element_size()
-    d, k = weight.shape[0] // 2, x.shape[1]
+    """TMA's layout rules for the three descriptors: x's rows, the packed weight (read through
+    its contiguous (2, d, K) view) and the (rows, d) result."""
+    d = weight.shape[0] // 2
     return (
-        x.stride(1) == 1
+        tma_aligned(x)
         and weight.is_contiguous()
-        and x.data_ptr() % 16 == 0
-        and weight.data_ptr() % 16 == 0
-        and x.stride(0) * size % 16 == 0
-        and k * size % 16 == 0
-        and d * size % 16 == 0
+        and tma_aligned(weight)
+        and d * x.element_size() % 16 == 0
     )
 
 

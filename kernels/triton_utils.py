@@ -62,6 +62,17 @@ def hopper_or_later(device: torch.device) -> bool:
     )
 
 
+def tma_aligned(t: torch.Tensor) -> bool:
+    """Whether a TMA descriptor may cover `t` as it is laid out: a unit last stride, a 16-byte
+    aligned base and every other stride a multiple of 16 bytes."""
+    size = t.element_size()
+    return (
+        t.stride(-1) == 1
+        and t.data_ptr() % 16 == 0
+        and all(stride * size % 16 == 0 for stride in t.stride()[:-1])
+    )
+
+
 @functools.cache
 def _hopper_or_later(device_index: int) -> bool:
     return (
