@@ -309,8 +309,8 @@ class ModelRunner:
     def _prompt_logprob_jobs(
         self, chunks: Sequence[ScheduledChunk], requests: Sequence[Request]
     ) -> list[tuple[int, int, int, Request]]:
-        """(chunk index, first position, end position) of the prompt positions whose next
-        token is a prompt token, for requests that asked for prompt logprobs."""
+        """(chunk index, first position, end position, request) of the prompt positions whose
+        next token is a prompt token, for requests that asked for prompt logprobs."""
         jobs = []
         for index, (chunk, request) in enumerate(zip(chunks, requests, strict=True)):
             state = self._requests.get(chunk.request_id)
@@ -339,7 +339,7 @@ class ModelRunner:
             for lo in range(start, end, _PROMPT_LOGPROB_ROWS):
                 hi = min(lo + _PROMPT_LOGPROB_ROWS, end)
                 rows = hidden[row_of_start + lo - start : row_of_start + hi - start]
-                logprobs = torch.log_softmax(self.model.compute_logits(rows), dim=-1)
+                logprobs = torch.log_softmax(self._logits(rows), dim=-1)
                 next_tokens = request.prompt_token_ids[lo + 1 : hi + 1]
                 targets = torch.tensor(next_tokens, device=logprobs.device)
                 asked: list[int | None] = [num_top] * (hi - lo)
