@@ -172,6 +172,35 @@ def fuses_gated_linear(
     return gated_linear.serves(x, weight, bias)
 
 
+# Rows from which linear_add_ adds in cuBLAS's epilogue. Smaller batches (decode steps, most of
+# them replayed CUDA graphs) keep the add in the fused add-RMSNorm kernel: at their size the
+# norm's traffic is negligible, and their kernels stay the ones W1/W2 were measured with.
+RESIDUAL_ADD_MIN_ROWS = 1024
+
+
+def linear_add_(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, residual: torch.Tensor
+) -> torch.Tensor:
+    """residual += x @ weight.T (+ bias), in place; returns residual.
+
+    Where `fuses_residual_add` says so the add happens in cuBLAS's epilogue (addmm with beta 1):
+    the product is never written, and the norm that follows reads only the residual. At W3's
+    16K-token steps this took the add-RMSNorm's two extra passes (read the product, write the
+    residual) off both norms of every layer (BENCHMARKS.md, "Residual add in the GEMM")."""
+    if fuses_residual_add(x, weight, bias):
+        reference.check_linear_add_args(x, weight, residual)
+        return residual.addmm_(x, weight.t())
+    return reference.linear_add_(x, weight, bias, residual)
+
+
+def fuses_residual_add(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
+) -> bool:
+    """Whether linear_add_ adds inside the GEMM: CUDA batches of at least RESIDUAL_ADD_MIN_ROWS
+    rows without bias (shapes only, no device sync)."""
+    return x.is_cuda and bias is None and x.dim() == 2 and x.shape[0] >= RESIDUAL_ADD_MIN_ROWS
+
+
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """x @ weight.T (+ bias): the Triton GEMV for decode-sized CUDA batches, torch otherwise.
 

@@ -201,6 +201,26 @@ def fuses_gated_linear(
     return False
 
 
+def linear_add_(
+    x: torch.Tensor,  # (num_rows, in_features)
+    weight: torch.Tensor,  # (out_features, in_features)
+    bias: torch.Tensor | None,  # (out_features,)
+    residual: torch.Tensor,  # (num_rows, out_features): updated in place
+) -> torch.Tensor:
+    """residual += linear(x, weight, bias), in place; returns residual. The projections that
+    close a sublayer (o_proj, down_proj) feed the residual stream this way."""
+    check_linear_add_args(x, weight, residual)
+    return residual.add_(linear(x, weight, bias))
+
+
+def fuses_residual_add(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
+) -> bool:
+    """Whether linear_add_ adds inside the GEMM, so the model should norm the residual after it
+    rather than leave the add to fused_add_rms_norm: never here (the add is a separate pass)."""
+    return False
+
+
 def gemv(
     x: torch.Tensor,  # (num_rows, K): a few rows (decode tokens)
     weight: torch.Tensor,  # (N, K)
@@ -340,6 +360,15 @@ def check_gated_linear_args(
     if weight.shape[0] % 2:
         raise ValueError(
             f"linear_silu_and_mul needs [gate; up] rows (an even count), got {weight.shape[0]}"
+        )
+
+
+def check_linear_add_args(x: torch.Tensor, weight: torch.Tensor, residual: torch.Tensor) -> None:
+    """Raises ValueError unless residual has the shape and dtype of linear(x, weight)."""
+    if residual.shape != (*x.shape[:-1], weight.shape[0]) or residual.dtype != x.dtype:
+        raise ValueError(
+            f"residual {tuple(residual.shape)} {residual.dtype} does not match linear of x "
+            f"{tuple(x.shape)} {x.dtype} and weight {tuple(weight.shape)}"
         )
 
 

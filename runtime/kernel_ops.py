@@ -82,6 +82,11 @@ class KernelOps:
     fuses_gated_linear: Callable[[Tensor, Tensor, Tensor | None], bool]
     """(x, weight, bias) -> whether linear_silu_and_mul never holds the 2 * d-wide product
     (shapes and layouts only, no device sync)."""
+    linear_add_: Callable[[Tensor, Tensor, Tensor | None, Tensor], Tensor]
+    """(x, weight, bias, residual) -> residual += x @ weight.T (+ bias), in place."""
+    fuses_residual_add: Callable[[Tensor, Tensor, Tensor | None], bool]
+    """(x, weight, bias) -> whether linear_add_ adds inside the GEMM; otherwise the model leaves
+    the add to fused_add_rms_norm (shapes only, no device sync)."""
 
 
 def _from_module(name: str, module_name: str) -> KernelOps:
@@ -97,6 +102,8 @@ def _from_module(name: str, module_name: str) -> KernelOps:
         linear=module.linear,
         linear_silu_and_mul=module.linear_silu_and_mul,
         fuses_gated_linear=module.fuses_gated_linear,
+        linear_add_=module.linear_add_,
+        fuses_residual_add=module.fuses_residual_add,
     )
 
 

@@ -36,21 +36,22 @@ class DecoderLayer(nn.Module):
     def forward(
         self,
         positions: torch.Tensor,  # (num_tokens,)
-        hidden: torch.Tensor,  # (num_tokens, hidden)
-        residual: torch.Tensor | None,  # (num_tokens, hidden); None before the first layer
+        pending: torch.Tensor | None,  # (num_tokens, hidden): not yet added to the residual
+        residual: torch.Tensor,  # (num_tokens, hidden)
         kv_cache: torch.Tensor,
         meta: AttentionMetadata,
         cos_sin_cache: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        # The residual add is fused into the next norm: (norm(h + r), h + r).
-        if residual is None:
-            residual = hidden
-            hidden = self.input_layernorm(hidden)
-        else:
-            hidden, residual = self.input_layernorm.add_and_norm(hidden, residual)
-        hidden = self.self_attn(positions, hidden, kv_cache, meta, cos_sin_cache)
-        hidden, residual = self.post_attention_layernorm.add_and_norm(hidden, residual)
-        return self.mlp(hidden), residual
+    ) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """(pending, residual) in and out. A sublayer's output is added to the residual inside
+        its last GEMM where the kernel set does that (long batches), else by the next norm's
+        fused add (pending): `Linear.add_to`."""
+        hidden, residual = self.input_layernorm.add_and_norm(pending, residual)
+        pending, residual = self.self_attn(
+            positions, hidden, residual, kv_cache, meta, cos_sin_cache
+        )
+        hidden, residual = self.post_attention_layernorm.add_and_norm(pending, residual)
+        out: tuple[torch.Tensor | None, torch.Tensor] = self.mlp(hidden, residual)
+        return out
 
 
 class DecoderModel(nn.Module):
@@ -77,12 +78,12 @@ class DecoderModel(nn.Module):
         meta: AttentionMetadata,
         cos_sin_cache: torch.Tensor,
     ) -> torch.Tensor:
-        hidden = self.embed_tokens(input_ids)  # (num_tokens, hidden)
-        residual: torch.Tensor | None = None
+        # A fresh tensor (the layers may update the residual in place).
+        residual = self.embed_tokens(input_ids)  # (num_tokens, hidden)
+        pending: torch.Tensor | None = None
         for layer, kv_cache in zip(self.layers, kv_caches, strict=True):
-            hidden, residual = layer(positions, hidden, residual, kv_cache, meta, cos_sin_cache)
-        assert residual is not None  # NOTE: a model has at least one layer
-        hidden, _ = self.norm.add_and_norm(hidden, residual)
+            pending, residual = layer(positions, pending, residual, kv_cache, meta, cos_sin_cache)
+        hidden, _ = self.norm.add_and_norm(pending, residual)
         return hidden
 
 

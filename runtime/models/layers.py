@@ -50,6 +50,16 @@ class Linear(nn.Module):
             out += self.bias
         return out
 
+    def add_to(
+        self, x: torch.Tensor, residual: torch.Tensor
+    ) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """This projection of x added to the residual stream: `(None, residual)` with the add
+        done inside the GEMM (residual updated in place) where the kernel set does that, else
+        `(projection, residual)`, the add left to the next norm (`RMSNorm.add_and_norm`)."""
+        if self.ops.fuses_residual_add(x, self.weight, self.bias):
+            return None, self.ops.linear_add_(x, self.weight, self.bias, residual)
+        return self(x), residual
+
 
 class RMSNorm(nn.Module):
     """RMSNorm with a learned scale; with `residual`, adds it first and returns the new residual."""
@@ -68,9 +78,12 @@ class RMSNorm(nn.Module):
         return self.ops.rms_norm(x, self.weight, self.eps)
 
     def add_and_norm(
-        self, x: torch.Tensor, residual: torch.Tensor
+        self, x: torch.Tensor | None, residual: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(rms_norm(x + residual), x + residual)."""
+        """(rms_norm(x + residual), x + residual); x None: nothing is pending (`Linear.add_to`
+        added it already), so (rms_norm(residual), residual)."""
+        if x is None:
+            return self(residual), residual
         return self.ops.fused_add_rms_norm(x, residual, self.weight, self.eps)
 
 
@@ -101,11 +114,13 @@ class Attention(nn.Module):
     def forward(
         self,
         positions: torch.Tensor,  # (num_tokens,)
-        x: torch.Tensor,  # (num_tokens, hidden)
+        x: torch.Tensor,  # (num_tokens, hidden), normed
+        residual: torch.Tensor,  # (num_tokens, hidden)
         kv_cache: torch.Tensor,  # (2, num_blocks, block_size, num_kv_heads, head_dim)
         meta: AttentionMetadata,
         cos_sin_cache: torch.Tensor,  # (max_positions, head_dim)
-    ) -> torch.Tensor:
+    ) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """The output projection added to the residual stream (`Linear.add_to`)."""
         num_tokens = x.shape[0]
         q, k, v = self.qkv_proj(x).split([self.q_size, self.kv_size, self.kv_size], dim=-1)
         q = q.reshape(num_tokens, self.num_heads, self.head_dim)
@@ -128,8 +143,7 @@ class Attention(nn.Module):
             out = self.ops.paged_attention(
                 *args, self.scale, num_decodes=meta.num_decodes, new_kv=(k, v)
             )
-        projected: torch.Tensor = self.o_proj(out.reshape(num_tokens, self.q_size))
-        return projected
+        return self.o_proj.add_to(out.reshape(num_tokens, self.q_size), residual)
 
 
 # Rows per pass through the MLP at most when the gate/up product is materialised (long batches
@@ -153,23 +167,34 @@ class MLP(nn.Module):
         self.down_proj = Linear(inner, size, bias, ops, config.dtype, device)
         self.ops = ops
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, residual: torch.Tensor
+    ) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """x normed, (num_tokens, hidden) -> the MLP's output added to the residual stream
+        (`Linear.add_to`)."""
         num_tokens = x.shape[0]
         gate_up = self.gate_up_proj
         if num_tokens <= MLP_CHUNK_TOKENS or self.ops.fuses_gated_linear(
             x, gate_up.weight, gate_up.bias
         ):
-            return self._forward(x)
-        out = torch.empty_like(x)  # (num_tokens, hidden)
+            return self.down_proj.add_to(self._product(x), residual)
         chunk = -(-num_tokens // -(-num_tokens // MLP_CHUNK_TOKENS))  # equal chunks
+        down = self.down_proj
+        if self.ops.fuses_residual_add(x[:chunk], down.weight, down.bias):
+            for start in range(0, num_tokens, chunk):
+                end = min(start + chunk, num_tokens)
+                # Rows of the residual, updated in place by each chunk's GEMM.
+                self.ops.linear_add_(
+                    self._product(x[start:end]), down.weight, down.bias, residual[start:end]
+                )
+            return None, residual
+        out = torch.empty_like(x)  # (num_tokens, hidden)
         for start in range(0, num_tokens, chunk):
             end = min(start + chunk, num_tokens)
             # Straight into the rows of `out`: a copy per chunk cost ~1% of a 16K-token step.
-            self._forward(x[start:end], out[start:end])
-        return out
+            down(self._product(x[start:end]), out[start:end])
+        return out, residual
 
-    def _forward(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    def _product(self, x: torch.Tensor) -> torch.Tensor:
         gate_up = self.gate_up_proj
-        product = self.ops.linear_silu_and_mul(x, gate_up.weight, gate_up.bias)
-        result: torch.Tensor = self.down_proj(product, out)
-        return result
+        return self.ops.linear_silu_and_mul(x, gate_up.weight, gate_up.bias)

@@ -195,3 +195,34 @@ def test_prompt_logprobs_on_cuda_match_the_reference_path(
     assert got == pytest.approx(expected, abs=1e-3)
     del fast
     gc.collect()
+
+
+def test_long_prefill_adds_the_residual_in_the_gemm_and_matches_reference(
+    checkpoints: dict[str, tuple[Path, Any]],
+) -> None:
+    """A step of ops.RESIDUAL_ADD_MIN_ROWS+ tokens adds o_proj's and down_proj's output to the
+    residual inside cuBLAS's GEMM (ops.linear_add_) and norms the residual alone after it."""
+    from llmservice.kernels import ops
+
+    path = str(checkpoints["llama"][0])
+    common: dict[str, Any] = {"device": "cuda", "dtype": "float32", "max_model_len": 2048}
+    gen = torch.Generator().manual_seed(5)
+    long_prompt = torch.randint(3, 300, (ops.RESIDUAL_ADD_MIN_ROWS + 100,), generator=gen)
+    prompts: Any = [{"prompt_token_ids": long_prompt.tolist()}, {"prompt_token_ids": PROMPTS[4]}]
+    params = SamplingParams(temperature=0.0, max_tokens=8, ignore_eos=True)
+
+    def tokens(llm: LLM) -> list[list[int]]:
+        return [list(out.outputs[0].token_ids) for out in llm.generate(prompts, params)]
+
+    reference = LLM(path, kernel_ops="reference", enforce_eager=True, **common)
+    expected = tokens(reference)
+    del reference
+    gc.collect()
+    fast = LLM(path, **common)
+    runner = fast.engine_core.model_runner
+    rows = torch.empty(ops.RESIDUAL_ADD_MIN_ROWS, 8, device="cuda")
+    assert runner.ops.fuses_residual_add(rows, torch.empty(4, 8, device="cuda"), None)
+    assert not runner.ops.fuses_residual_add(rows[:-1], torch.empty(4, 8, device="cuda"), None)
+    assert tokens(fast) == expected
+    del fast
+    gc.collect()
