@@ -183,10 +183,11 @@ def linear_add_(
 ) -> torch.Tensor:
     """residual += x @ weight.T (+ bias), in place; returns residual.
 
-    Where `fuses_residual_add` says so the add happens in cuBLAS's epilogue (addmm with beta 1):
-    the product is never written, and the norm that follows reads only the residual. At W3's
-    16K-token steps this took the add-RMSNorm's two extra passes (read the product, write the
-    residual) off both norms of every layer (BENCHMARKS.md, "Residual add in the GEMM")."""
+    Where `fuses_residual_add` says so the add happens in cuBLAS's epilogue (addmm with beta 1),
+    and the norm that follows reads only the residual: of the add-RMSNorm's four passes over
+    the rows, reading the product and writing the residual go, for one read of the residual
+    inside the compute-bound GEMM. About 1% of W3's 16K-token steps (BENCHMARKS.md, "Residual
+    add in the GEMM")."""
     if fuses_residual_add(x, weight, bias):
         reference.check_linear_add_args(x, weight, residual)
         return residual.addmm_(x, weight.t())
