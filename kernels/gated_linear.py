@@ -33,7 +33,7 @@ import triton
 import triton.language as tl
 
 from llmservice.kernels.reference import check_gated_linear_args
-from llmservice.kernels.triton_utils import cdiv, hopper_or_later, tma_aligned
+from llmservice.kernels.triton_utils import cdiv, hopper_or_later, num_sms, tma_aligned
 
 MIN_ROWS = 1024
 """Fewer rows go to cuBLAS + the SiLU kernel (measured faster at 512 rows and below)."""
@@ -147,16 +147,11 @@ def linear_silu_and_mul(
     w_desc = TensorDescriptor(weight, [2, d, k], [d * k, k, 1], [2, half, c.block_k])
     out_desc = TensorDescriptor(out, [rows, d], [d, 1], [c.block_m, half])
     tiles = cdiv(rows, c.block_m) * cdiv(d, half)
-    programs = min(tiles, _num_sms(x.device))
+    # The interpreter gets a few programs, so the persistent loop runs several tiles.
+    programs = min(tiles, num_sms(x.device) if x.is_cuda else 4)
     _gated_linear_kernel[(programs,)](
         x_desc, w_desc, out_desc, rows, d, k, programs,
         BLOCK_M=c.block_m, BLOCK_N=c.block_n, BLOCK_K=c.block_k, GROUP_M=c.group_m,
         num_warps=c.num_warps, num_stages=c.num_stages,
     )  # fmt: skip
     return out
-
-
-def _num_sms(device: torch.device) -> int:
-    if device.type != "cuda":
-        return 4  # the interpreter: a few programs, so the persistent loop runs several tiles
-    return torch.cuda.get_device_properties(device).multi_processor_count

@@ -32,7 +32,7 @@ def test_reference_linear_add_updates_the_residual_in_place() -> None:
         reference.linear_add_(x, weight, None, torch.zeros(5, 4, dtype=torch.float64))
 
 
-def test_triton_set_adds_in_the_gemm_only_for_long_cuda_batches() -> None:
+def test_triton_set_leaves_cpu_tensors_to_the_reference_add() -> None:
     weight = torch.zeros(4, 6)
     rows = torch.zeros(ops.RESIDUAL_ADD_MIN_ROWS, 6)
     assert not ops.fuses_residual_add(rows, weight, None)  # a CPU tensor: the reference path
