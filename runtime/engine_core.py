@@ -134,8 +134,12 @@ class EngineCore:
             raise ValueError(f"request_id must be a non-empty str, got {request.request_id!r}")
         prompt = request.prompt_token_ids
         vocab = self.config.model.vocab_size
-        if not isinstance(prompt, list) or not all(
-            isinstance(t, int) and not isinstance(t, bool) and 0 <= t < vocab for t in prompt
+        # NOTE: the element types as one set and the range by min/max: C loops, twice as fast
+        # as a per-id generator (W3's 819K prompt ids took 0.15 s of its timed run that way).
+        if not (
+            isinstance(prompt, list)
+            and set(map(type, prompt)) <= {int}
+            and (not prompt or (min(prompt) >= 0 and max(prompt) < vocab))
         ):
             raise ValueError(
                 f"request {request.request_id!r}: prompt_token_ids must be a list of token ids "

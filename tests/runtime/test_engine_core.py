@@ -64,6 +64,9 @@ def test_bad_requests_fail_alone(llama: Path, greedy_tokens: list[int]) -> None:
     bad = [
         (_request("long", prompt=list(range(3, 67))), "max_model_len=64"),
         (_request("vocab", prompt=[1, 300]), r"token ids in \[0, 300\)"),
+        (_request("negative", prompt=[1, -1]), r"token ids in \[0, 300\)"),
+        (_request("bool", prompt=[1, True]), "must be a list of token ids"),
+        (_request("float", prompt=[1, 2.0]), "must be a list of token ids"),
         (_request("empty", prompt=[]), "empty prompt"),
         (_request("good"), "already in the engine"),
     ]
