@@ -16,10 +16,12 @@ token sampled on the device, not yet appended), which later `schedule()` calls c
 token: a decoding request gets its next 1-token chunk before its previous token is on the host,
 and the runner feeds that position from the previous step's sampled-token tensor on the device.
 `update(N)` appends the real token in place of the placeholder. Because `schedule()` advances
-`num_computed_tokens` at once, prefill chunks simply continue. `update()` skips chunks of
-requests that finished, were aborted or were preempted in the meantime (a request that finished
-at step N had one extra token computed at N+1: it is dropped), and caches blocks only at update
-time (computed means computed). A preempted request loses its placeholders: the in-flight token
+`num_computed_tokens` at once, prefill chunks simply continue. A request whose placeholder is
+its last token under max_tokens or max_model_len gets no further chunk: it finishes at that
+update whatever the token is. `update()` skips chunks of requests that finished, were aborted
+or were preempted in the meantime (a request that stopped on a stop token at step N had one
+extra token computed at N+1: it is dropped), and caches blocks only at update time (computed
+means computed). A preempted request loses its placeholders: the in-flight token
 is dropped and sampled again after the recompute.
 """
 
@@ -217,12 +219,23 @@ class Scheduler:
         """Give running requests their next tokens; returns the budget left."""
         kv = self.kv_cache
         running = self.running
+        max_model_len = self.config.max_model_len
         i = 0
         while i < len(running) and budget > 0:
             request = running[i]
             start = request.num_computed_tokens
             # A placeholder is a token sampled on the device and not appended yet (async).
-            remaining = request.num_tokens + request.num_output_placeholders - start
+            placeholders = request.num_output_placeholders
+            if placeholders and (
+                len(request.output_token_ids) + placeholders >= request.limits.max_tokens
+                or request.num_tokens + placeholders >= max_model_len
+            ):
+                # Its last token is in flight: the update finishes it whatever the token is,
+                # so a chunk for the next one would be computed and dropped (at W3's 4K
+                # contexts, a whole decode's K/V read per request).
+                i += 1
+                continue
+            remaining = request.num_tokens + placeholders - start
             num_new = remaining if remaining <= budget else budget
             if num_new <= 0:
                 i += 1

@@ -105,3 +105,29 @@ def test_placeholders_count_as_known_tokens_until_the_update(make_scheduler: Mak
     s.update(nxt, _sampled(nxt))
     assert r.num_output_placeholders == 0
     assert r.output_token_ids == [token_at("a", 4), token_at("a", 5)]
+
+
+def test_no_chunk_follows_a_last_token_in_flight(make_scheduler: MakeScheduler) -> None:
+    """A request whose in-flight token is its last (max_tokens, or max_model_len) gets no chunk
+    for the next one: the update finishes it, and that chunk's work would be dropped."""
+    s = make_scheduler(max_model_len=12)
+    requests = [
+        req("one", 5, max_tokens=1),
+        req("four", 6, max_tokens=4, arrival_time=1.0, first_token=40),
+        req("by_len", 8, max_tokens=20, arrival_time=2.0, first_token=80),  # 12 = max_model_len
+    ]
+    computed = {r.request_id: 0 for r in requests}
+    for r in requests:
+        s.add_request(r)
+    pending: SchedulerOutput | None = None
+    while s.has_unfinished_requests() or pending is not None:
+        out = s.schedule(async_output=True) if s.has_unfinished_requests() else None
+        for chunk in out.chunks if out is not None else ():
+            computed[chunk.request_id] += chunk.num_new_tokens
+        if pending is not None:
+            s.update(pending, _sampled(pending))
+        pending = out
+    assert [len(r.output_token_ids) for r in requests] == [1, 4, 4]
+    # Every token's K/V but the last output token's, and nothing more.
+    assert computed == {"one": 5, "four": 6 + 3, "by_len": 8 + 3}
+    assert s.kv_cache.usage == 0.0
