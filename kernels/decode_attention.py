@@ -94,8 +94,12 @@ def _decode_split_kernel(
     # Everything below reads the previous kernels' output (q, the new K/V, context starts).
     pdl_launch_dependents(PDL)
     pdl_wait(PDL)
-    seq = tl.program_id(0)
-    kv_head = tl.program_id(1)
+    # KV heads vary fastest in the launch order: the programs of one sequence's heads run side
+    # by side and together read each cache block's rows whole (a block holds every head's
+    # slice of a token, 256 bytes apart). Sequences fastest: 1% slower at 99 x 4K and 256 x 700
+    # on an H100 inside a power-capped step (BENCHMARKS.md, "Decode launch order").
+    kv_head = tl.program_id(0)
+    seq = tl.program_id(1)
     split = tl.program_id(2)
     offs_g = tl.arange(0, GROUP_PAD)
     heads = kv_head * GROUP + offs_g
@@ -279,7 +283,7 @@ def launch_split_kernel(
         raise ValueError(f"{splits} splits need partial outputs to merge")
     part_out, part_lse = parts if parts is not None else (out, out)  # (unused without parts)
     pdl = use_pdl(query.device)
-    _decode_split_kernel[(num_seqs, num_kv_heads, splits)](
+    _decode_split_kernel[(num_kv_heads, num_seqs, splits)](
         query,
         k_cache,
         v_cache,
