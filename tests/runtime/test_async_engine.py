@@ -2,9 +2,9 @@
 
 On the CPU every device op finishes before it returns, so nothing overlaps in time, but the
 loop is the same as on CUDA: step N+1 is scheduled with placeholders before step N's tokens are
-applied, its placeholder rows are fed from step N's sampled-token tensor, finished requests get
-one extra token computed and dropped; sampling, penalties and min_tokens read the token in flight
-on the device, so every kind of request runs ahead of its tokens.
+applied, its placeholder rows are fed from step N's sampled-token tensor, requests that stop on
+a stop token get one extra token computed and dropped; sampling, penalties and min_tokens read
+the token in flight on the device, so every kind of request runs ahead of its tokens.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pytest
 
 from llmservice import LLM, SamplingParams
 from llmservice.runtime.engine_args import EngineArgs
-from llmservice.runtime.engine_core import EngineCore, EngineCoreRequest
+from llmservice.runtime.engine_core import EngineCore, EngineCoreOutput, EngineCoreRequest
 
 PROMPTS = [
     [5],
@@ -247,3 +247,38 @@ def test_generate_returns_with_the_engine_idle(llama: Path) -> None:
     again = llm.generate({"prompt_token_ids": PROMPTS[1]}, greedy)
     assert again[0].outputs[0].token_ids == first[0].outputs[0].token_ids
     assert len(first[0].outputs[0].token_ids) == 6
+
+
+def test_generate_launches_the_first_step_before_adding_the_rest(
+    llama: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Overlapped: once the prompts added fill a step, `LLM.generate` launches it and adds the
+    rest while it runs. The outputs are the synchronous engine's, and a bad prompt after the
+    launch still fails the call with nothing left queued."""
+    prompts: list[Any] = [
+        {"prompt_token_ids": [3 + (i * 7 + j) % 50 for j in range(20)]} for i in range(6)
+    ]
+    greedy = SamplingParams(temperature=0.0, max_tokens=5, ignore_eos=True)
+    kwargs: dict[str, Any] = {"device": "cpu", "max_model_len": 256, "max_num_batched_tokens": 32}
+    expected = [o.outputs[0].token_ids for o in LLM(str(llama), **kwargs).generate(prompts, greedy)]
+    llm = LLM(str(llama), **kwargs)
+    llm.engine_core.async_scheduling = True
+    known_at_step: list[int] = []
+    step = llm.engine_core.step
+
+    def counting_step() -> list[EngineCoreOutput]:
+        stats = llm.engine_core.stats().scheduler
+        known_at_step.append(stats.num_waiting + stats.num_running)
+        return step()
+
+    monkeypatch.setattr(llm.engine_core, "step", counting_step)
+    assert [o.outputs[0].token_ids for o in llm.generate(prompts, greedy)] == expected
+    assert known_at_step[0] == 2  # 40 prompt tokens fill a 32-token step
+    too_long = {"prompt_token_ids": [5] * 300}
+    known_at_step.clear()
+    with pytest.raises(ValueError, match="max_model_len"):
+        llm.generate([*prompts[:3], too_long], greedy)
+    # The first step was in flight when the bad prompt came; one more call applied it.
+    assert known_at_step == [2, 0]
+    assert not llm.engine_core.has_unfinished_requests()
+    assert [o.outputs[0].token_ids for o in llm.generate(prompts, greedy)] == expected
