@@ -8,8 +8,9 @@ dataclasses.
 On CUDA the loop is overlapped (async scheduling, as vLLM v1's): while the device runs step N,
 `step()` schedules step N+1 with placeholders for the tokens of N, queues it behind N (its
 placeholder rows are fed from N's sampled tokens on the device), and only then waits for N's
-tokens, appends them and checks stops. A request that finished at N had one extra token computed
-at N+1, which is dropped; aborts (stop strings) land one step late. Every kind of request runs
+tokens, appends them and checks stops. A request that stopped on a stop token at N had one extra
+token computed at N+1, which is dropped (one at its length limit gets none: the scheduler knows);
+aborts (stop strings) land one step late. Every kind of request runs
 ahead of its tokens: sampling, logprobs, penalties and min_tokens read the token in flight on
 the device (model_runner.py). The CPU path is synchronous unless `async_scheduling` is set.
 """
