@@ -97,7 +97,7 @@ def _decode_split_kernel(
     # KV heads vary fastest in the launch order: the programs of one sequence's heads run side
     # by side and together read each cache block's rows whole (a block holds every head's
     # slice of a token, 256 bytes apart). Sequences fastest: 1% slower at 99 x 4K and 256 x 700
-    # on an H100 inside a power-capped step (BENCHMARKS.md, "Decode launch order").
+    # on an H100 inside a power-capped step (BENCHMARKS.md, "W3 reaches its target").
     kv_head = tl.program_id(0)
     seq = tl.program_id(1)
     split = tl.program_id(2)
