@@ -2,8 +2,8 @@
 
 An `EngineCore` (tokens) and an `OutputProcessor` (text) in one process: `generate` adds the
 prompts, steps the core until every request finished, and returns the outputs in prompt order.
-With the overlapped loop (CUDA), the first step is launched as soon as the prompts added fill
-it, and the host checks and adds the rest while the device computes it.
+With the overlapped loop (CUDA) and no priorities, the first step is launched once the prompts
+added fill it, and the host checks and adds the rest while the device computes it.
 """
 
 from __future__ import annotations
@@ -96,8 +96,9 @@ class LLM:
         # NOTE: checking and adding W3's 200 x 4K prompt ids takes the host ~0.07 s; launched
         # early, the first step (~0.35 s on the device) hides it. A step launched this way
         # returns nothing yet (nothing was in flight), and an error later still aborts all.
+        # With priorities the first step must see every prompt (a later one may come first).
         first_step_tokens = None
-        if self.engine_core.async_scheduling:
+        if self.engine_core.async_scheduling and priority is None:
             first_step_tokens = self.engine_core.config.scheduler.max_num_batched_tokens
         queued_tokens = 0
         try:

@@ -282,3 +282,7 @@ def test_generate_launches_the_first_step_before_adding_the_rest(
     assert known_at_step == [2, 0]
     assert not llm.engine_core.has_unfinished_requests()
     assert [o.outputs[0].token_ids for o in llm.generate(prompts, greedy)] == expected
+    # With priorities the first step waits for every prompt: the last may be served first.
+    known_at_step.clear()
+    llm.generate(prompts, greedy, priority=[0] * 6)
+    assert known_at_step[0] == 6
