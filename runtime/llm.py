@@ -117,8 +117,7 @@ class LLM:
                     first_step_tokens = None
         except Exception:
             self._abort([r for r in request_ids if r not in outputs])
-            if not self.engine_core.scheduler.has_unfinished_requests():
-                self.engine_core.step()  # the step launched early: applied (tokens dropped)
+            self._settle()  # the step launched early
             raise
         return self._run(request_ids, outputs)
 
@@ -176,11 +175,14 @@ class LLM:
             # the next call would step them too, and their outputs would count as its own.
             self._abort([r for r in request_ids if r not in outputs])
             raise
-        if not self.engine_core.scheduler.has_unfinished_requests():
-            # The overlapped loop launched one more step for requests that have all finished
-            # now: apply it (its tokens are dropped), so the engine is idle when we return.
-            self.engine_core.step()
+        self._settle()  # the step launched ahead for requests that have all finished now
         return [outputs[request_id] for request_id in request_ids]
+
+    def _settle(self) -> None:
+        """With nothing left to schedule, apply the step still in flight (the overlapped loop
+        launches one ahead; its tokens are dropped), so the engine is idle for the next call."""
+        if not self.engine_core.scheduler.has_unfinished_requests():
+            self.engine_core.step()
 
     def _collect(
         self, core_outputs: list[EngineCoreOutput], outputs: dict[str, RequestOutput]
